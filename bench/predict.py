@@ -1,0 +1,149 @@
+"""Benchmark of `spinegrade predict`: seconds per study end to end (read + locate + crop + classify).
+
+Standalone: writes a phantom (STUDIES test studies at the phantom's default image size), an untrained
+locator (LocatorSettings defaults: resnet10t, 128 px, 16 slices) and an untrained efficientnet_b0
+classifier run (k=5, 64 px crops: the CPU defaults) into a temporary folder. Untrained weights cost the
+same time as trained ones, but the untrained locator puts points anywhere, so some axial points are not
+found and their crops are not cut (the JSON says how many targets the model graded).
+
+Reported (medians over the studies, after one warm-up study): seconds per stage and in all, each stage's
+share, the peak resident memory of the process (getrusage) and the peak Python/numpy allocation while one
+study is graded (tracemalloc, in a second pass: tracing slows pydicom down), and the wall time per study
+of the whole `predict` with --workers 0 and 1. Prints one JSON object.
+Run: .venv/bin/python bench/predict.py [--studies 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import tempfile
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE  # noqa: E402
+from spinegrade.data.phantom import write_phantom  # noqa: E402
+from spinegrade.localization.locate import load_locator, locate_study  # noqa: E402
+from spinegrade.localization.model import LocatorSettings, build_net  # noqa: E402
+from spinegrade.localization.targets import TASKS  # noqa: E402
+from spinegrade.localization.train import model_info  # noqa: E402
+from spinegrade.localization.train import save_model as save_locator  # noqa: E402
+from spinegrade.models.classifier import create_model  # noqa: E402
+from spinegrade.prediction.grade import Ensemble  # noqa: E402
+from spinegrade.prediction.predict import STAGES, PredictionWarning, grade_study, load_priors, predict  # noqa: E402
+from spinegrade.prediction.predict import read_studies  # noqa: E402
+from spinegrade.prediction.studies import discover_studies  # noqa: E402
+from spinegrade.training.checkpoint import save_model  # noqa: E402
+
+ARCH = "efficientnet_b0"
+SEED = 0
+
+
+def build(root: Path, studies: int) -> tuple[Path, Path, Path]:
+    """(phantom, classifier run, locator) under root, untrained models with the CPU-default settings."""
+    torch.manual_seed(SEED)
+    data = root / "phantom"
+    write_phantom(data, 2, SEED, test_studies=studies, workers=os.cpu_count(), progress=False)
+    run = root / "cls"
+    run.mkdir()
+    settings = {"conditioning": "film", "mean": 0.3, "std": 0.2}
+    model = create_model(ARCH, in_chans=DEFAULT_K, **settings)
+    info = {"arch": ARCH, "in_chans": DEFAULT_K, "k": DEFAULT_K, "size": DEFAULT_SIZE, "crop_mm": DEFAULT_CROP_MM}
+    save_model(run, "best", model, {**info, "model": settings, "untrained": True})
+    locator = root / "locator"
+    locator.mkdir()
+    defaults = LocatorSettings()
+    for task in TASKS:
+        save_locator(locator, task, build_net(task, defaults), model_info(task, defaults, 0))
+    return data, run, locator
+
+
+def stage_pass(data: Path, run: Path, locator_dir: Path, trace: bool) -> list[dict]:
+    """Grade every study in the calling process; per study: seconds per stage (or the traced peak)."""
+    ensemble = Ensemble.load([run])
+    locator = load_locator(locator_dir)
+    priors, _ = load_priors(ensemble, data)
+    out = []
+    for images in read_studies(discover_studies(data), workers=0):
+        if trace:
+            tracemalloc.start()
+        result = grade_study(images, lambda s: locate_study(s, locator), ensemble, priors)
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        tracemalloc.stop()
+        out.append({**result.seconds, "peak_mb": peak / 2**20, "graded": int((result.grades["source"] == "model").sum())})
+    return out
+
+
+def traced_read_peak(data: Path) -> list[float]:
+    """Peak traced allocation (MB) while each study is read."""
+    from spinegrade.prediction.studies import read_study
+
+    peaks = []
+    for plan in discover_studies(data):
+        tracemalloc.start()
+        read_study(plan)
+        peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+        tracemalloc.stop()
+    return peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the target machine: 2 cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", PredictionWarning)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        clock = time.perf_counter()
+        data, run, locator = build(root, args.studies + 1)
+        setup = time.perf_counter() - clock
+        rows = stage_pass(data, run, locator, trace=False)
+        cold, warm = rows[0], rows[1:]
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        traced = stage_pass(data, run, locator, trace=True)[1:]
+        read_peaks = traced_read_peak(data)[1:]
+        wall = {}
+        for workers in (0, 1):
+            clock = time.perf_counter()
+            predict(data, [run], locator, root / f"sub{workers}.csv", workers=workers, progress=False)
+            wall[f"workers_{workers}"] = (time.perf_counter() - clock) / (args.studies + 1)
+    total = [sum(r[s] for s in STAGES) for r in warm]
+    medians = {s: statistics.median(r[s] for r in warm) for s in STAGES}
+    report = {
+        "what": "spinegrade predict, seconds per study end to end (read + locate + crop + classify)",
+        "untrained_weights": True,
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "studies": len(warm),
+        "classifier": f"{ARCH}, k={DEFAULT_K}, {DEFAULT_SIZE} px crops",
+        "locator": f"{LocatorSettings().arch}, {LocatorSettings().size} px, depth {LocatorSettings().depth}",
+        "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
+        "seconds_per_study_median": statistics.median(total),
+        "seconds_per_study_max": max(total),
+        "stage_seconds_median": medians,
+        "stage_share": {s: medians[s] / sum(medians.values()) for s in STAGES},
+        "first_study_seconds": sum(cold[s] for s in STAGES),
+        "peak_rss_mb": rss_mb,
+        "peak_traced_mb_grading_median": statistics.median(r["peak_mb"] for r in traced),
+        "peak_traced_mb_reading_median": statistics.median(read_peaks),
+        "predict_wall_seconds_per_study": wall,
+        "setup_seconds": setup,
+        "target_seconds_per_study": 3.0,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The `spinegrade prepare` command: build the crop cache that training reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE
+
+
+def prepare_command(
+    data_dir: Path = typer.Argument(
+        ..., help="Dataset folder in the RSNA layout (train.csv, train_images/...)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Cache folder to write (created; resumed if interrupted)."),
+    k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
+    size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels: 64 on CPU, 128+ on a GPU."),
+    crop_mm: str = typer.Option(
+        "",
+        "--crop-mm",
+        help="Crop side in mm per condition group, e.g. spinal=48,foraminal=40,subarticular=48 "
+        f"(defaults: {', '.join(f'{g}={mm:g}' for g, mm in DEFAULT_CROP_MM.items())}).",
+    ),
+    folds: int = typer.Option(5, "--folds", help="Study-level cross-validation folds."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    workers: int = typer.Option(0, "--workers", help="Worker processes (0: min(4, CPU cores))."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache cut with other settings."),
+) -> None:
+    """Cut a 2.5D crop around every labelled point and cache them with study-level folds.
+
+    Example: spinegrade prepare data/phantom --out cache/
+
+    Interrupted runs resume where they stopped; studies that cannot be read are listed in
+    CACHE/failed.csv and skipped.
+    """
+    from spinegrade.crops.extract import parse_crop_mm
+    from spinegrade.crops.prepare import prepare
+
+    prepare(
+        data_dir,
+        out,
+        k=k,
+        size=size,
+        crop_mm=parse_crop_mm(crop_mm),
+        n_folds=folds,
+        seed=seed,
+        workers=workers or None,
+        overwrite=overwrite,
+    )

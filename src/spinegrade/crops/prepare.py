@@ -1,0 +1,290 @@
+"""Build the crop cache: one 2.5D crop per labelled (study, condition, level) point, with study-level folds.
+
+Work is done study by study (each series read once) in a process pool; every finished study is saved as
+CACHE/shards/<study_id>.npz, so an interrupted run picks up where it stopped. When every study is done
+(or has failed: listed in CACHE/failed.csv) the shards are merged into crops.npy + index.csv + meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import spinegrade
+from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_atomic, write_cache
+from spinegrade.crops.extract import (
+    DEFAULT_K,
+    DEFAULT_SIZE,
+    NORMALIZE_PERCENTILES,
+    crops_for_points,
+    resolve_crop_mm,
+)
+from spinegrade.crops.folds import DEFAULT_FOLDS, study_folds
+from spinegrade.data.series import read_series
+from spinegrade.data.tables import join_labels, labels_long, load_rsna
+from spinegrade.errors import DataError
+
+SHARDS_DIR: Final = "shards"
+SETTINGS_FILE: Final = "settings.json"  # in SHARDS_DIR: the crop settings the shards were cut with
+FAILED_FILE: Final = "failed.csv"
+WARNINGS_FILE: Final = "warnings.csv"  # series quirks worked around while reading (resampled slices...)
+# What a shard stores about its rows, to tell whether it still matches the labels.
+_KEYS: Final = ("condition", "level", "series_id", "instance_number", "x", "y")
+
+
+def default_workers() -> int:
+    """Processes used by default: up to 4, never more than the machine's cores."""
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """Everything a worker needs to crop one study (picklable, sent to a worker process)."""
+
+    study_id: int
+    rows: pd.DataFrame  # this study's labelled points, in index order
+    folders: dict[int, Path]  # series_id -> DICOM folder
+    k: int
+    size: int
+    crop_mm: dict[str, float]
+    shard: Path
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A worker's answer: rows cropped (0 when failed), and (series_id, message) of failures and warnings."""
+
+    study_id: int
+    n_rows: int
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _shard_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The key columns of `rows` as plain (pickle-free) numpy arrays."""
+    return {
+        "condition": rows["condition"].to_numpy(dtype=str),
+        "level": rows["level"].to_numpy(dtype=str),
+        "series_id": rows["series_id"].to_numpy(np.int64),
+        "instance_number": rows["instance_number"].to_numpy(np.int64),
+        "x": rows["x"].to_numpy(np.float64),
+        "y": rows["y"].to_numpy(np.float64),
+    }
+
+
+def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
+    """Whether a shard exists, is readable, and was cut for exactly these rows (count and points)."""
+    if not shard.is_file():
+        return False
+    try:
+        with np.load(shard, allow_pickle=False) as saved:
+            if int(saved["n_rows"]) != len(rows):
+                return False
+            expected = _shard_arrays(rows)
+            return all(np.array_equal(saved[key], expected[key]) for key in _KEYS)
+    except (OSError, ValueError, KeyError):  # truncated or foreign file: cut the study again
+        return False
+
+
+def _crop_study(job: StudyJob) -> StudyResult:
+    """Crop every labelled point of one study, reading each series once, and save the study's shard."""
+    crops = np.zeros((len(job.rows), job.k, job.size, job.size), dtype=np.float16)
+    failures: list[tuple[int, str]] = []
+    quirks: list[tuple[int, str]] = []
+    for series_id, at in job.rows.groupby("series_id", sort=False).indices.items():
+        folder = job.folders[series_id]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if not folder.is_dir():
+                    raise DataError(f"series folder {folder} is missing")
+                series = read_series(folder)
+                crops[at] = crops_for_points(
+                    series, job.rows.iloc[at], k=job.k, size=job.size, crop_mm=job.crop_mm
+                )
+            except Exception as e:  # a failing study is reported and skipped, never fatal to the run
+                failures.append((int(series_id), f"{type(e).__name__}: {e}"))
+        quirks.extend((int(series_id), str(w.message)) for w in caught)
+    if failures:
+        return StudyResult(job.study_id, 0, failures, quirks)
+    tmp = job.shard.with_name(job.shard.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, crops=crops, n_rows=np.int64(len(job.rows)), **_shard_arrays(job.rows))
+    os.replace(tmp, job.shard)
+    return StudyResult(job.study_id, len(job.rows), [], quirks)
+
+
+def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Make `out` ours for these crop settings: refuse a cache cut with other settings unless overwrite."""
+    stale = False
+    for file in (out / SHARDS_DIR / SETTINGS_FILE, out / META_FILE):
+        if not file.is_file():
+            continue
+        try:
+            saved = json.loads(file.read_text())
+            recorded: Any = {key: saved.get(key) for key in settings}
+        except (json.JSONDecodeError, AttributeError):
+            recorded = "unreadable settings"
+        if recorded != settings and not overwrite:
+            raise DataError(
+                f"{out} holds crops made with {recorded} (see {file}), but this run asks for {settings}; "
+                "use another --out, the same settings, or --overwrite to replace that cache"
+            )
+        stale = stale or recorded != settings
+    if stale:  # overwrite: drop the old cache's files (only those, nothing else in `out`)
+        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+        for name in (META_FILE, CROPS_FILE, INDEX_FILE, FAILED_FILE):
+            (out / name).unlink(missing_ok=True)
+    (out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    write_atomic(out / SHARDS_DIR / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+
+
+def _run(jobs: list[StudyJob], workers: int, on_error: str, console: Console) -> Iterator[StudyResult]:
+    """Crop the studies (in a process pool when workers > 1) with a progress bar; yields each result."""
+    columns = (TextColumn("cropping"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("studies", total=len(jobs))
+
+        def done(result: StudyResult) -> StudyResult:
+            progress.advance(task)
+            if result.failures and on_error == "raise":
+                series_id, error = result.failures[0]
+                raise DataError(f"study {result.study_id}, series {series_id}: {error}")
+            return result
+
+        if workers <= 1:
+            for job in jobs:
+                yield done(_crop_study(job))
+            return
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for future in as_completed([pool.submit(_crop_study, job) for job in jobs]):
+                yield done(future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_table(path: Path, records: list[tuple[int, int, str]], message: str) -> pd.DataFrame:
+    """Write (study_id, series_id, message) records as CSV, sorted by study (header only when none)."""
+    table = pd.DataFrame(records, columns=["study_id", "series_id", message]).astype(
+        {"study_id": "int64", "series_id": "int64"}
+    )
+    table = table.sort_values("study_id", kind="stable").reset_index(drop=True)
+    write_atomic(path, table.to_csv(index=False))
+    return table
+
+
+def _merge(
+    out: Path, rows: pd.DataFrame, failed: set[int], folds: pd.Series, meta: dict[str, Any]
+) -> CropCache:
+    """Merge the shards of every study not in `failed` into the cache (rows in `rows` order, with folds)."""
+    index = rows[~rows["study_id"].isin(failed)].assign(
+        fold=lambda f: f["study_id"].map(folds).astype(np.int64)
+    )
+    if index.empty:
+        raise DataError(f"no study could be cropped; see {out / FAILED_FILE}")
+    studies = index.groupby("study_id", sort=False).size()
+    shape = (meta["k"], meta["size"], meta["size"])
+
+    def parts() -> Iterator[np.ndarray]:
+        for study_id, n_rows in studies.items():
+            shard = out / SHARDS_DIR / f"{study_id}.npz"
+            with np.load(shard, allow_pickle=False) as saved:
+                crops = saved["crops"]
+            if crops.shape != (n_rows, *shape):
+                raise DataError(f"{shard} holds crops of shape {crops.shape}; delete it and run again")
+            yield crops
+
+    meta = {**meta, "n_crops": len(index), "n_studies": len(studies), "n_failed_studies": len(failed)}
+    return write_cache(out, parts(), index.reset_index(drop=True), meta)
+
+
+def prepare(
+    data_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    k: int = DEFAULT_K,
+    size: int = DEFAULT_SIZE,
+    crop_mm: Mapping[str, float] | None = None,
+    n_folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    workers: int | None = None,
+    on_error: Literal["skip", "raise"] = "skip",
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> CropCache:
+    """Cut (or finish cutting) the crop cache of the train split of `data_dir` into `out`; returns it opened.
+
+    Studies that fail (unreadable or missing series, instance not in its series) are listed in
+    out/failed.csv and left out with on_error="skip", or stop the run with on_error="raise".
+    `workers` defaults to min(4, CPU cores); 1 crops in this process.
+    """
+    console = console or Console()
+    if on_error not in ("skip", "raise"):
+        raise DataError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if size < 1 or k < 1 or k % 2 == 0:
+        raise DataError(f"need an odd k >= 1 and size >= 1, got k={k}, size={size}")
+    out = Path(out)
+    data = load_rsna(data_dir, "train")
+    if not data.has_images:
+        raise DataError(f"{data.image_dir} is missing: prepare needs the DICOM images next to train.csv")
+    rows = join_labels(labels_long(data.labels), data.coordinates, data.descriptions)
+    if rows.empty:
+        raise DataError(f"{data.data_dir}: no labelled target has a point in train_label_coordinates.csv")
+    rows = rows.sort_values("study_id", kind="stable").reset_index(drop=True)
+    folds = study_folds(rows, n_folds=n_folds, seed=seed)
+    settings = {"k": k, "size": size, "crop_mm": resolve_crop_mm(crop_mm), "normalize": NORMALIZE_PERCENTILES}
+    settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
+    _claim(out, settings, overwrite)
+
+    jobs = []
+    for study_id, part in rows.groupby("study_id", sort=True):
+        shard = out / SHARDS_DIR / f"{study_id}.npz"
+        if not _shard_done(shard, part):
+            folders = {int(i): data.series_folder(study_id, i) for i in part["series_id"].unique()}
+            jobs.append(StudyJob(int(study_id), part, folders, k, size, settings["crop_mm"], shard))
+    n_studies = rows["study_id"].nunique()
+    if len(jobs) < n_studies:
+        console.print(f"resuming: {n_studies - len(jobs)} of {n_studies} studies already cropped in {out}")
+    started = time.perf_counter()
+    results = list(_run(jobs, workers or default_workers(), on_error, console))
+    seconds = time.perf_counter() - started
+
+    failed = _write_table(out / FAILED_FILE, [(r.study_id, *f) for r in results for f in r.failures], "error")
+    quirks = _write_table(
+        out / WARNINGS_FILE, [(r.study_id, *w) for r in results for w in r.warnings], "warning"
+    )
+    meta = {**settings, "n_folds": n_folds, "seed": seed, "version": spinegrade.__version__}
+    meta["data_dir"] = str(data.data_dir)
+    cache = _merge(out, rows, set(failed["study_id"]), folds, meta)
+
+    cropped = sum(r.n_rows for r in results)
+    rate = f" ({cropped / seconds:.1f} crops/s)" if cropped else ""
+    console.print(
+        f"cropped {cropped} points of {sum(r.n_rows > 0 for r in results)} studies in {seconds:.1f} s{rate}"
+    )
+    console.print(
+        f"cache {out}: {len(cache.index)} crops of {cache.meta['n_studies']} studies, {n_folds} folds"
+    )
+    if len(quirks):
+        console.print(f"{len(quirks)} series warnings (worked around); see {out / WARNINGS_FILE}")
+    if len(failed):
+        n_failed = failed["study_id"].nunique()
+        console.print(f"[yellow]{n_failed} studies failed and were left out; see {out / FAILED_FILE}:")
+        for row in failed.head(10).itertuples():
+            console.print(f"  study {row.study_id} series {row.series_id}: {row.error}")
+    return cache

@@ -1,0 +1,85 @@
+"""Writing one phantom series as DICOM MR images: one explicit-VR little-endian file per slice.
+
+Like the Kaggle files, StudyInstanceUID and SeriesInstanceUID are the numeric study and series ids and the
+PatientID is the study id; SOP instance UIDs come from `generate_uid` with fixed entropy, so the same seed
+writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from spinegrade.data.phantom.geometry import SeriesPlan
+
+
+@dataclass(frozen=True)
+class SeriesHeader:
+    """What a series' files say about their study and series besides the geometry."""
+
+    study_id: int
+    series_id: int
+    series_number: int
+    description: str
+    frame_of_reference_uid: str
+    uid_entropy: str  # seeds the SOP instance UIDs (the phantom's seed and config)
+
+
+def sop_instance_uid(header: SeriesHeader, instance_number: int) -> str:
+    """The deterministic, globally unique SOPInstanceUID of one slice."""
+    return generate_uid(
+        entropy_srcs=[header.uid_entropy, str(header.study_id), str(header.series_id), str(instance_number)]
+    )
+
+
+def write_series(
+    folder: Path, plan: SeriesPlan, pixels: np.ndarray, bits_stored: int, header: SeriesHeader
+) -> list[Path]:
+    """Write `pixels` (n, rows, cols) uint16 as folder/<instance_number>.dcm; returns the paths written."""
+    if pixels.dtype != np.uint16 or pixels.shape != (len(plan.positions), plan.rows, plan.cols):
+        raise ValueError(
+            f"pixels {pixels.dtype} {pixels.shape} do not match the plan's {len(plan.positions)} slices"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    # One dataset per series, updated slice by slice: building each from scratch costs twice the time.
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.SOPClassUID = MRImageStorage
+    ds.Modality = "MR"
+    ds.SeriesDescription = header.description
+    ds.PatientID = str(header.study_id)
+    ds.SliceThickness = plan.thickness
+    ds.SpacingBetweenSlices = plan.spacing
+    ds.StudyInstanceUID = str(header.study_id)
+    ds.SeriesInstanceUID = str(header.series_id)
+    ds.SeriesNumber = header.series_number
+    ds.ImageOrientationPatient = [float(v) for v in plan.orientation.ravel()]
+    ds.FrameOfReferenceUID = header.frame_of_reference_uid
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = plan.rows
+    ds.Columns = plan.cols
+    ds.PixelSpacing = [float(v) for v in plan.pixel_spacing]
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    paths = []
+    for index, (position, frame) in enumerate(zip(plan.positions, pixels, strict=True)):
+        number = index + 1
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = sop_instance_uid(header, number)
+        ds.InstanceNumber = number
+        ds.ImagePositionPatient = [float(v) for v in position]
+        ds.PixelData = frame.astype("<u2").tobytes()
+        path = folder / f"{number}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -1,0 +1,206 @@
+"""Inference: find the 25 target points of a study with the trained locators.
+
+The sagittal locators give the spinal-canal points (Sagittal T2/STIR) and the foraminal points (Sagittal
+T1) with their slices. The level of an axial slice is not in the axial images' pixels, so the axial step
+goes through patient coordinates: each level's canal point (or, without a T2 series, the midpoint of its
+two foraminal points) is mapped into every axial series; the series whose nearest slice plane is closest
+to the point (and that holds it within its extent) gives the slice, and the axial locator finds the left
+and right subarticular points on it. Coordinates are in the read Series' pixel grid (x = column, y = row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from spinegrade.data.series import Series
+from spinegrade.errors import DataError
+from spinegrade.localization.dataset import series_stack, slice_input, volume_input
+from spinegrade.localization.model import LocatorNet, LocatorSettings, build_net
+from spinegrade.localization.targets import (
+    TASKS,
+    Task,
+    decode_heatmaps,
+    decode_slices,
+    depth_to_slice,
+    rescale,
+)
+from spinegrade.vocab import LEVELS
+
+LOCATION_COLUMNS: Final = (
+    "condition",
+    "level",
+    "series_id",
+    "instance_number",
+    "slice_index",
+    "x",
+    "y",
+    "confidence",
+)
+SPINAL: Final = "spinal_canal_stenosis"
+FORAMINAL: Final = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
+
+
+@dataclass(frozen=True)
+class LocatorModel:
+    """One trained locator in eval mode with the settings it was trained with."""
+
+    task: Task
+    net: LocatorNet
+    settings: LocatorSettings
+
+
+@dataclass(frozen=True)
+class Locator:
+    """The trained locators found in a folder (any of the three may be missing) and the device they run on."""
+
+    models: dict[str, LocatorModel]
+    device: torch.device
+
+
+def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> Locator:
+    """Load every OUT/<slug>.safetensors + .json that train-locator wrote; DataError when there is none."""
+    directory = Path(directory)
+    models = {}
+    for task in TASKS:
+        weights, info_file = directory / f"{task.slug}.safetensors", directory / f"{task.slug}.json"
+        if not weights.is_file():
+            continue
+        if not info_file.is_file():
+            raise DataError(f"{weights} has no {info_file.name} beside it; re-run train-locator")
+        info = json.loads(info_file.read_text())
+        if [tuple(p) for p in info["points"]] != list(task.points):
+            raise DataError(f"{info_file} names points {info['points']}, this version expects {task.points}")
+        settings = LocatorSettings(**info["settings"])
+        net = build_net(task, settings)
+        net.load_state_dict(load_file(weights))
+        models[task.slug] = LocatorModel(task, net.to(device).eval(), settings)
+    if not models:
+        raise DataError(f"{directory} holds no locator (<series type>.safetensors); run train-locator first")
+    return Locator(models, torch.device(device))
+
+
+def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locator) -> pd.DataFrame:
+    """The located points of one study: one row per (condition, level) found, columns LOCATION_COLUMNS.
+
+    `series_by_type` maps a series description ('Sagittal T1', 'Sagittal T2/STIR', 'Axial T2') to the
+    study's series of that type. A missing series type (or locator) leaves its rows out, so callers can
+    fall back to priors; with several series of one sagittal type the most confident wins per point.
+    """
+    rows: list[dict] = []
+    with torch.inference_mode():
+        for slug in ("sagittal_t2", "sagittal_t1"):
+            model = locator.models.get(slug)
+            if model is not None:
+                rows += locate_sagittal(model, series_by_type.get(model.task.series_type, []), locator.device)
+        axial = locator.models.get("axial_t2")
+        series_list = series_by_type.get(axial.task.series_type, []) if axial is not None else []
+        if series_list:
+            by_id = {s.series_id: s for group in series_by_type.values() for s in group}
+            anchors = level_anchors(rows, by_id)
+            rows += locate_axial(axial, series_list, anchors, locator.device)
+    return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
+
+
+def locate_sagittal(model: LocatorModel, series_list: Sequence[Series], device: torch.device) -> list[dict]:
+    """Points and slices of a volume task; per point, the most confident of the given series."""
+    s = model.settings
+    best: dict[tuple[str, str], dict] = {}
+    for series in series_list:
+        volume = volume_input(series_stack(series, s.size), s.depth)
+        heatmaps, slice_logits = model.net(volume[None].to(device))
+        xy, confidence = decode_heatmaps(heatmaps[0].cpu())
+        position, slice_confidence = decode_slices(slice_logits[0].cpu())
+        n = len(series)
+        indices = np.clip(np.rint(depth_to_slice(position.numpy(), n, s.depth)), 0, n - 1).astype(int)
+        rows_px, cols_px = series.pixels.shape[1:]
+        h, w = heatmaps.shape[-2:]
+        xs = rescale(xy[:, 0].numpy(), w, cols_px)
+        ys = rescale(xy[:, 1].numpy(), h, rows_px)
+        scores = (confidence * slice_confidence).numpy()
+        for p, (condition, level) in enumerate(model.task.points):
+            if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
+                best[(condition, level)] = _row(condition, level, series, indices[p], xs[p], ys[p], scores[p])
+    return list(best.values())
+
+
+def level_anchors(rows: Sequence[dict], series_by_id: Mapping[str, Series]) -> dict[str, np.ndarray]:
+    """Patient position (3,) of each located level: its canal point, else the mean of its foraminal points."""
+    found: dict[tuple[str, str], np.ndarray] = {}
+    for r in rows:
+        series = series_by_id[str(r["series_id"])]
+        found[(r["condition"], r["level"])] = series.pixel_to_patient(r["slice_index"], r["x"], r["y"])
+    anchors = {}
+    for level in LEVELS:
+        if (SPINAL, level) in found:
+            anchors[level] = found[(SPINAL, level)]
+        elif foramina := [found[(c, level)] for c in FORAMINAL if (c, level) in found]:
+            anchors[level] = np.mean(foramina, axis=0)
+    return anchors
+
+
+def axial_slice_for_point(axials: Sequence[Series], point: np.ndarray) -> tuple[int, int] | None:
+    """(series position in `axials`, slice index) of the slice plane nearest `point`, or None.
+
+    Only series that hold the point are considered: within half a slice of their stack and inside the
+    image of the nearest slice. Among them the nearest plane wins.
+    """
+    best, best_distance = None, np.inf
+    for i, series in enumerate(axials):
+        index = int(series.nearest_slice(point))
+        fraction, x, y = series.patient_to_pixel(point)
+        rows, cols = series.pixels.shape[1:]
+        inside = -0.5 <= fraction <= len(series) - 0.5 and 0 <= x <= cols - 1 and 0 <= y <= rows - 1
+        normal = np.cross(*series.slice_orientations[index])
+        distance = abs(float((point - series.positions[index]) @ normal))
+        if inside and distance < best_distance:
+            best, best_distance = (i, index), distance
+    return best
+
+
+def locate_axial(
+    model: LocatorModel, axials: Sequence[Series], anchors: Mapping[str, np.ndarray], device: torch.device
+) -> list[dict]:
+    """Left and right subarticular points on the axial slice through each anchored level."""
+    s = model.settings
+    picks = {lv: axial_slice_for_point(axials, p) for lv, p in anchors.items()}
+    picks = {lv: pick for lv, pick in picks.items() if pick is not None}
+    if not picks:
+        return []
+    stacks = {i: series_stack(axials[i], s.size) for i in {i for i, _ in picks.values()}}
+    inputs = torch.stack([slice_input(stacks[i], index, s.context) for i, index in picks.values()])
+    heatmaps, _ = model.net(inputs.to(device))
+    xy, confidence = decode_heatmaps(heatmaps.cpu())
+    h, w = heatmaps.shape[-2:]
+    rows = []
+    for k, (level, (i, index)) in enumerate(picks.items()):
+        series = axials[i]
+        rows_px, cols_px = series.pixels.shape[1:]
+        for p, (condition, _) in enumerate(model.task.points):
+            x = rescale(float(xy[k, p, 0]), w, cols_px)
+            y = rescale(float(xy[k, p, 1]), h, rows_px)
+            rows.append(_row(condition, level, series, index, x, y, float(confidence[k, p])))
+    return rows
+
+
+def _row(
+    condition: str, level: str, series: Series, index: int, x: float, y: float, confidence: float
+) -> dict:
+    return {
+        "condition": condition,
+        "level": level,
+        "series_id": int(series.series_id),
+        "instance_number": int(series.instance_numbers[index]),
+        "slice_index": int(index),
+        "x": float(x),
+        "y": float(y),
+        "confidence": float(confidence),
+    }

@@ -1,0 +1,308 @@
+"""Train the three locators (one per series type) on train_label_coordinates.csv and measure them.
+
+Studies are split with the crop pipeline's study-level folds (`study_folds`), so the validation studies
+of the locator are the validation fold of the graders too. Each finished series type is saved at once
+(OUT/<slug>.safetensors + .json) and skipped on a re-run unless `overwrite`; after training, the whole
+`locate_study` pipeline runs on the validation studies and OUT/metrics.json gets its errors in mm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import Progress
+from safetensors.torch import save as save_tensors
+
+import spinegrade
+from spinegrade.crops.cache import write_atomic
+from spinegrade.crops.folds import study_folds
+from spinegrade.data.series import Series, read_series
+from spinegrade.data.tables import RsnaData, labels_long, load_rsna
+from spinegrade.errors import DataError, Problem
+from spinegrade.localization.dataset import LocatorDataset, Samples, make_samples
+from spinegrade.localization.locate import load_locator, locate_study
+from spinegrade.localization.metrics import error_report, point_errors
+from spinegrade.localization.model import LocatorNet, LocatorSettings, build_net
+from spinegrade.localization.targets import (
+    TASKS,
+    SeriesTargets,
+    Task,
+    gaussian_1d,
+    gaussian_heatmaps,
+    rescale,
+    series_targets,
+)
+
+
+class LocatorModule(L.LightningModule):
+    """Heatmap cross-entropy (Gaussian target distribution) plus slice cross-entropy for volume tasks."""
+
+    def __init__(self, net: LocatorNet, settings: LocatorSettings) -> None:
+        super().__init__()
+        self.net = net
+        self.settings = settings
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        images, points, slices = batch
+        heatmaps, slice_logits = self.net(images)
+        h, w = heatmaps.shape[-2:]
+        s = self.settings
+        target = gaussian_heatmaps(rescale(points, s.size, w), h, w, s.sigma)
+        seen = ~points.isnan().any(dim=-1)
+        log_p = F.log_softmax(heatmaps.flatten(2), dim=-1)
+        loss = masked_mean(-(target.flatten(2) * log_p).sum(-1), seen)
+        if slice_logits is not None:
+            on_slice = ~slices.isnan()
+            target = gaussian_1d(slices, slice_logits.shape[-1], s.slice_sigma)
+            loss = loss + masked_mean(-(target * F.log_softmax(slice_logits, -1)).sum(-1), on_slice)
+        self.log("loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def configure_optimizers(self):
+        s = self.settings
+        optimizer = torch.optim.AdamW(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=s.lr, total_steps=self.trainer.estimated_stepping_batches, pct_start=0.15
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask`; 0 (with a gradient path) when nothing is masked in."""
+    return (values * mask).sum() / mask.sum().clamp_min(1)
+
+
+def model_info(task: Task, settings: LocatorSettings, n_samples: int) -> dict:
+    """OUT/<slug>.json: what load_locator needs to rebuild the network and read its outputs."""
+    return {
+        "task": task.slug,
+        "series_type": task.series_type,
+        "volume": task.volume,
+        "points": [list(p) for p in task.points],
+        "channels": settings.depth if task.volume else settings.context,
+        "settings": asdict(settings),
+        "n_samples": n_samples,
+        "spinegrade": spinegrade.__version__,
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape the weights (OUT/versions.json)."""
+    libs = ("torch", "timm", "lightning", "numpy", "pandas", "pydicom", "safetensors")
+    return {"python": platform.python_version(), "spinegrade": spinegrade.__version__} | {
+        lib: version(lib) for lib in libs
+    }
+
+
+def labelled_rows(data: RsnaData, task: Task, study_ids: set[int]) -> pd.DataFrame:
+    """Coordinate rows of the task's conditions on series of the task's type in `study_ids`."""
+    d, coords = data.descriptions, data.coordinates
+    wanted = d[d["study_id"].isin(study_ids) & (d["series_description"] == task.series_type)]
+    coords = coords[coords["condition"].isin(task.conditions)]
+    return coords.merge(wanted[["study_id", "series_id"]], on=["study_id", "series_id"])
+
+
+def task_samples(
+    data: RsnaData,
+    task: Task,
+    labelled: pd.DataFrame,
+    settings: LocatorSettings,
+    problems: list[Problem],
+    advance: Callable[[], object],
+) -> Samples:
+    """Read every series with `labelled` rows and build the task's samples; `advance()` after each series.
+
+    A series that cannot be read or whose labels do not fit it is skipped and recorded in `problems`.
+    """
+
+    def items() -> Iterator[tuple[Series, list[SeriesTargets]]]:
+        for (study_id, series_id), rows in labelled.groupby(["study_id", "series_id"], sort=True):
+            folder = data.series_folder(study_id, series_id)
+            try:
+                series = read_series(folder, on_corrupt="skip")
+                yield series, series_targets(rows, series, task)
+            except DataError as exc:
+                problems.append(
+                    Problem("locator_skipped", str(exc), str(folder), int(study_id), int(series_id))
+                )
+            advance()
+
+    return make_samples(task, items(), settings.size, settings.depth, settings.context)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up chatter (device lines, tips) and its library warnings for a block."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning\..*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def fit(
+    task: Task,
+    samples: Samples,
+    settings: LocatorSettings,
+    *,
+    accelerator: str,
+    devices: int | str,
+    workers: int,
+    progress: bool,
+) -> LocatorNet:
+    """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar)."""
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    net = build_net(task, settings)
+    loader = torch.utils.data.DataLoader(
+        LocatorDataset(samples, task, augment=True),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=len(samples) > settings.batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            max_epochs=settings.epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(LocatorModule(net, settings), loader)
+    return net.cpu().eval()
+
+
+def save_model(out: Path, task: Task, net: LocatorNet, info: dict) -> None:
+    """OUT/<slug>.json then OUT/<slug>.safetensors, each written atomically (weights last = complete)."""
+    write_atomic(out / f"{task.slug}.json", json.dumps(info, indent=2))
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    write_atomic(out / f"{task.slug}.safetensors", save_tensors(state))
+
+
+def train_locator(
+    data_dir: str | Path,
+    out: str | Path,
+    settings: LocatorSettings = LocatorSettings(),
+    *,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    workers: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train the locators of the three series types on the training folds and evaluate on the held-out fold.
+
+    Writes OUT/<slug>.safetensors + .json per series type, OUT/config.json, OUT/versions.json and
+    OUT/metrics.json (returned): median / p90 error in mm, slice error and share within 5 mm on the
+    validation studies, overall, per series type and per condition.
+    """
+    data_dir, out = Path(data_dir), Path(out)
+    data = load_rsna(data_dir, "train")
+    if not data.has_images:
+        raise DataError(f"{data.image_dir} not found: training the locator needs the DICOM images")
+    folds = study_folds(labels_long(data.labels), settings.n_folds, settings.seed)
+    if not 0 <= settings.fold < settings.n_folds:
+        raise DataError(f"fold {settings.fold} is not in 0..{settings.n_folds - 1}")
+    val_ids = set(folds.index[folds == settings.fold].tolist())
+    train_ids = set(folds.index[folds != settings.fold].tolist())
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        out / "config.json",
+        json.dumps(
+            {
+                "data_dir": str(data_dir),
+                "settings": asdict(settings),
+                "accelerator": accelerator,
+                "devices": devices,
+                "workers": workers,
+                "val_studies": sorted(val_ids),
+            },
+            indent=2,
+        ),
+    )
+    write_atomic(out / "versions.json", json.dumps(versions(), indent=2))
+    console = Console(quiet=not progress)
+    problems: list[Problem] = []
+    timings: dict[str, float] = {}
+    for task in TASKS:
+        if (out / f"{task.slug}.safetensors").is_file() and not overwrite:
+            console.print(f"{task.slug}: already trained, kept (pass --overwrite to retrain)")
+            continue
+        start = time.perf_counter()
+        labelled = labelled_rows(data, task, train_ids)
+        n_series = len(labelled.groupby(["study_id", "series_id"]))
+        with Progress(console=console, transient=True) as bar:
+            reading = bar.add_task(f"{task.slug}: reading series", total=n_series)
+            samples = task_samples(data, task, labelled, settings, problems, partial(bar.advance, reading))
+        if not len(samples):
+            console.print(
+                f"{task.slug}: no labelled {task.series_type} series in the training studies; skipped"
+            )
+            continue
+        net = fit(
+            task,
+            samples,
+            settings,
+            accelerator=accelerator,
+            devices=devices,
+            workers=workers,
+            progress=progress,
+        )
+        save_model(out, task, net, model_info(task, settings, len(samples)))
+        timings[task.slug] = time.perf_counter() - start
+        console.print(f"{task.slug}: trained on {len(samples)} samples in {timings[task.slug]:.0f} s")
+    metrics = evaluate_locator(data, out, sorted(val_ids), console)
+    metrics["train_seconds"] = timings
+    metrics["problems"] = [p.to_dict() for p in problems]
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def evaluate_locator(data: RsnaData, out: Path, study_ids: list[int], console: Console) -> dict:
+    """Run locate_study on each study and compare with its labelled points (see metrics.point_errors).
+
+    Study by study, so only one study's series are in memory at a time.
+    """
+    locator = load_locator(out)
+    descriptions, coordinates = data.descriptions, data.coordinates
+    errors, seconds = [], []
+    with Progress(console=console, transient=True) as bar:
+        for study_id in bar.track(study_ids, description="locating validation studies"):
+            by_type: dict[str, list[Series]] = {}
+            for r in descriptions[descriptions["study_id"] == study_id].itertuples(index=False):
+                series = read_series(data.series_folder(study_id, r.series_id), on_corrupt="skip")
+                by_type.setdefault(r.series_description, []).append(series)
+            start = time.perf_counter()
+            located = locate_study(by_type, locator).assign(study_id=study_id)
+            seconds.append(time.perf_counter() - start)
+            by_id = {s.series_id: s for group in by_type.values() for s in group}
+            errors.append(point_errors(located, coordinates[coordinates["study_id"] == study_id], by_id))
+    report = error_report(pd.concat(errors, ignore_index=True))
+    report["n_val_studies"] = len(study_ids)
+    report["locate_seconds_per_study"] = float(np.mean(seconds)) if seconds else float("nan")
+    return report

@@ -1,0 +1,143 @@
+"""One classifier for all 25 targets: a timm backbone + a head that knows the condition and the level.
+
+Design (why one conditioned model rather than one model per condition group): the three groups come from
+different series (sagittal T2, sagittal T1, axial T2) and the crop itself shows which, so a shared backbone
+loses nothing by seeing all of them, while it gets three to five times more images to learn edges, discs and
+canals from than a per-group model would; severity priors differ by condition and level (L4/L5 and L5/S1
+are far more often severe), which the head learns from embeddings of the two. The default conditioning is
+FiLM: the condition and level embeddings scale and shift the pooled features, so every (condition, level)
+gets its own linear read-out of the shared features (a multiplicative interaction), where "concat"
+(embeddings appended to the features, then an MLP) adds them as inputs. Inference runs one model, one batch.
+
+The model takes the raw crops as the cache stores them (values in [0, 1]) and standardises them itself with
+the mean and std of the training fold (buffers saved with the weights), so every user feeds the same input.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+from torch import nn
+
+from spinegrade.models.pretrained import create_backbone
+from spinegrade.models.registry import resolve_arch
+from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
+
+Conditioning = Literal["film", "concat"]
+CONDITIONINGS: tuple[str, ...] = ("film", "concat")
+
+
+class ConditionedHead(nn.Module):
+    """Pooled features + (condition, level) indices -> severity logits."""
+
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        n_conditions: int,
+        n_levels: int,
+        n_classes: int,
+        conditioning: Conditioning = "film",
+        embed_dim: int = 16,
+        hidden: int = 256,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        self.conditioning = conditioning
+        self.condition_embedding = nn.Embedding(n_conditions, embed_dim)
+        self.level_embedding = nn.Embedding(n_levels, embed_dim)
+        self.dropout = nn.Dropout(drop_rate)
+        if conditioning == "film":
+            self.film = nn.Linear(2 * embed_dim, 2 * in_features)
+            self.classifier: nn.Module = nn.Linear(in_features, n_classes)
+        else:
+            self.classifier = nn.Sequential(
+                nn.Linear(in_features + 2 * embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_classes)
+            )
+
+    def forward(self, features: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        context = torch.cat([self.condition_embedding(condition), self.level_embedding(level)], dim=1)
+        features = self.dropout(features)
+        if self.conditioning == "film":
+            scale, shift = self.film(context).chunk(2, dim=1)
+            return self.classifier(features * (1 + scale) + shift)
+        return self.classifier(torch.cat([features, context], dim=1))
+
+
+class SpineClassifier(nn.Module):
+    """backbone(standardised crops) -> global average pool -> ConditionedHead -> logits (B, n_classes).
+
+    forward(x, condition, level): x float (B, in_chans, S, S) raw crops; condition, level int64 (B,)
+    indices into vocab.CONDITIONS and vocab.LEVELS. `embed` and `head` are exposed separately so that the
+    head can be fine-tuned on (possibly synthetic) features with the backbone frozen.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, num_features: int, head: ConditionedHead, *, mean: float, std: float
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.head = head
+        self.register_buffer("input_mean", torch.tensor(float(mean)))
+        self.register_buffer("input_std", torch.tensor(float(std)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (B, num_features) of raw crops."""
+        x = (x - self.input_mean) / self.input_std
+        features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        return features.mean(dim=(2, 3)) if features.ndim == 4 else features
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x), condition, level)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, n_classes) in vocab.SEVERITIES order."""
+        return self(x, condition, level).float().softmax(dim=1)
+
+
+def create_model(
+    arch: str,
+    *,
+    in_chans: int,
+    pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    n_conditions: int = len(CONDITIONS),
+    n_levels: int = len(LEVELS),
+    n_classes: int = len(SEVERITIES),
+    conditioning: Conditioning = "film",
+    embed_dim: int = 16,
+    hidden: int = 256,
+    drop_rate: float = 0.2,
+    mean: float = 0.0,
+    std: float = 1.0,
+) -> SpineClassifier:
+    """Build a SpineClassifier of a registered architecture (list_models()) or any timm model name.
+
+    in_chans: slices per 2.5D crop (the cache's k). pretrained: ImageNet weights from the hub when online
+    (otherwise a warning and random weights); weights: a local .safetensors/.pth file (wins over the hub).
+    mean/std: the input standardisation, stored in the model.
+    """
+    spec = resolve_arch(arch)
+    backbone = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
+    for name in spec.drop:
+        setattr(backbone, name, nn.Identity())
+    # What forward_head(pre_logits=True) returns: head_hidden_size when the head has its own layers.
+    num_features = backbone.num_features if spec.drop else getattr(backbone, "head_hidden_size", None)
+    num_features = int(num_features or backbone.num_features)
+    head = ConditionedHead(
+        num_features,
+        n_conditions=n_conditions,
+        n_levels=n_levels,
+        n_classes=n_classes,
+        conditioning=conditioning,
+        embed_dim=embed_dim,
+        hidden=hidden,
+        drop_rate=drop_rate,
+    )
+    return SpineClassifier(backbone, num_features, head, mean=mean, std=std)

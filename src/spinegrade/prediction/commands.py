@@ -1,0 +1,84 @@
+"""The `spinegrade predict` command: grade the test studies of a data folder into submission.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def predict_command(
+    data_dir: Path = typer.Argument(
+        ..., help="Dataset folder in the RSNA layout (test_series_descriptions.csv, test_images/...)."
+    ),
+    more_runs: list[Path] | None = typer.Argument(
+        None, help="More classifier run folders (what follows --runs RUN: `--runs A B C`).", show_default=False
+    ),
+    runs: list[Path] = typer.Option(
+        ...,
+        "--runs",
+        help="Classifier run folder(s) from `spinegrade train`; a folder holding several runs (folds, "
+        "architectures) counts as all of them. Their probabilities are averaged.",
+    ),
+    locator: Path = typer.Option(..., "--locator", help="Locator folder written by `spinegrade train-locator`."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Image folder (<study>/<series>/*.dcm) instead of DATA_DIR/test_images."
+    ),
+    details: Path | None = typer.Option(
+        None, "--details", help="Folder for the per-study JSON (and figures); default: OUT's folder/studies."
+    ),
+    figures: bool = typer.Option(False, "--figures", help="Also draw an overlay PNG per series."),
+    workers: int = typer.Option(
+        0, "--workers", help="Processes reading studies ahead of the models (0: read in the main process)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the models (cpu, cuda, cuda:1...)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Crops per classifier forward pass."),
+    tta: bool = typer.Option(False, "--tta", help="Average with left-right mirrored crops (sides swapped)."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse studies already graded by the same models."),
+) -> None:
+    """Grade every test study end to end (read, locate, crop, classify) and write a submission CSV.
+
+    Example: spinegrade predict data/phantom --runs runs/cls --locator runs/locator --out submission.csv
+
+    Rows follow DATA_DIR/sample_submission.csv when it exists. Targets whose series is missing or
+    unreadable get the per-level prior probabilities; the closing summary lists those studies and why.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from spinegrade.prediction.predict import predict
+
+    console = Console(stderr=True)
+    summary = predict(
+        data_dir,
+        [*runs, *(more_runs or [])],
+        locator,
+        out,
+        images=images,
+        details=details,
+        figures=figures,
+        workers=workers,
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        resume=resume,
+    )
+    per_study = sum(summary.seconds_per_study.values())
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds_per_study.items())
+    console.print(
+        f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; details in "
+        f"{summary.details}\nseconds per study {per_study:.2f} ({stages}); priors from {summary.prior_source}",
+        highlight=False,
+    )
+    fallback = summary.studies_with_priors()
+    if fallback:
+        table = Table(title="studies graded partly or wholly with priors", title_justify="left")
+        table.add_column("study", justify="right")
+        table.add_column("why")
+        for study_id, reasons in fallback.items():
+            table.add_row(str(study_id), "\n".join(reasons))
+        console.print(table)
+    others = [p for p in summary.problems if p.study_id not in fallback]
+    for problem in others:
+        console.print(f"[yellow]note[/yellow] study {problem.study_id}: {problem.message}", highlight=False)

@@ -1,0 +1,92 @@
+"""Batch-level augmentation of 2.5D MRI crops in torch (on the training device, after the batch transfer).
+
+Per sample: a small rotation, scale and shift (one affine_grid + grid_sample for the whole batch; the same
+transform for all k slices of a crop), contrast and brightness jitter and Gaussian noise. Values stay in
+the cache's [0, 1] scale; the model standardises them afterwards.
+
+Side flip (off by default): mirroring a patient left <-> right turns a left_* target into the right_* one.
+On axial crops (subarticular) the image columns run right -> left of the patient, so the mirror is a
+horizontal flip. On sagittal crops a horizontal flip would swap anterior and posterior, not sides; there
+the mirror is the reversed slice order (the k channels run along the left-right axis), with the image
+itself unchanged. The spinal canal has no side: its label is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SIDE_OF_CONDITION
+
+_MIRROR = {"left": "right", "right": "left"}
+# Index of the condition that a left/right mirror turns each condition into.
+MIRRORED_CONDITION = torch.tensor(
+    [
+        CONDITIONS.index(c.replace(side, _MIRROR[side], 1)) if (side := SIDE_OF_CONDITION[c]) else i
+        for i, c in enumerate(CONDITIONS)
+    ]
+)
+AXIAL_CONDITION = torch.tensor([GROUP_OF_CONDITION[c] == "subarticular" for c in CONDITIONS])
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strength of each augmentation (0 turns one off)."""
+
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    shift: float = 0.05
+    contrast: float = 0.2
+    brightness: float = 0.1
+    noise: float = 0.02
+    side_flip: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _uniform(n: int, spread: float, like: torch.Tensor) -> torch.Tensor:
+    return (torch.rand(n, device=like.device, dtype=like.dtype) * 2 - 1) * spread
+
+
+def side_flip(
+    x: torch.Tensor, condition: torch.Tensor, flip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror the samples where `flip` (bool (B,)) is set and swap their left/right condition (module doc)."""
+    axial = AXIAL_CONDITION.to(condition.device)[condition]
+    mirrored = torch.where(axial[:, None, None, None], x.flip(-1), x.flip(1))
+    x = torch.where(flip[:, None, None, None], mirrored, x)
+    condition = torch.where(flip, MIRRORED_CONDITION.to(condition.device)[condition], condition)
+    return x, condition
+
+
+def augment_batch(
+    x: torch.Tensor, condition: torch.Tensor, config: AugmentConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a float batch (B, k, S, S) of crops -> (crops, condition); flips change the condition."""
+    n = x.shape[0]
+    if config.rotate_deg or config.scale or config.shift:
+        angle = _uniform(n, math.radians(config.rotate_deg), x)
+        scale = 1 + _uniform(n, config.scale, x)
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin, _uniform(n, config.shift, x)], dim=1),
+                torch.stack([sin, cos, _uniform(n, config.shift, x)], dim=1),
+            ],
+            dim=1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if config.contrast or config.brightness:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        contrast = (1 + _uniform(n, config.contrast, x)).view(n, 1, 1, 1)
+        x = (x - mean) * contrast + mean + _uniform(n, config.brightness, x).view(n, 1, 1, 1)
+    if config.noise:
+        x = x + torch.randn_like(x) * config.noise
+    if config.side_flip:
+        x, condition = side_flip(x, condition, torch.rand(n, device=x.device) < 0.5)
+    return x, condition

@@ -1,0 +1,84 @@
+"""Model files of a run: NAME.safetensors (weights) + NAME.json (how to rebuild the model), never pickle.
+
+`load_run(run_dir)` rebuilds the best model of a run for prediction. During training, BestModelExport
+writes the files whenever the validation challenge score improves (lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from safetensors.torch import load_file, save_file
+
+from spinegrade.crops.cache import write_atomic
+from spinegrade.errors import DataError
+from spinegrade.models.classifier import SpineClassifier, create_model
+
+BEST = "best"
+
+
+def save_model(run_dir: Path, name: str, model: SpineClassifier, info: dict[str, Any]) -> None:
+    """Write run_dir/name.safetensors, then run_dir/name.json (which marks it done), each atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / f"{name}.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"arch": str(info.get("arch"))})
+    os.replace(tmp, run_dir / f"{name}.safetensors")
+    write_atomic(run_dir / f"{name}.json", json.dumps(info, indent=2) + "\n")
+
+
+def load_run(
+    run_dir: str | os.PathLike[str], *, name: str = BEST, device: str = "cpu"
+) -> tuple[SpineClassifier, dict[str, Any]]:
+    """The model of a run (eval mode) and its info (best.json: arch, in_chans, k, size, crop_mm,
+    normalisation, model settings, epoch, score...). Reads safetensors + JSON only.
+
+    The model takes raw cache crops (B, k, S, S) and condition/level indices into vocab.CONDITIONS/LEVELS;
+    `model.predict_proba(x, condition, level)` gives probabilities in vocab.SEVERITIES order.
+    """
+    run_dir = Path(run_dir)
+    info_path, weights_path = run_dir / f"{name}.json", run_dir / f"{name}.safetensors"
+    for path in (info_path, weights_path):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {run_dir} holds no finished model (run `spinegrade train`)")
+    try:
+        info = json.loads(info_path.read_text())
+        model = create_model(info["arch"], in_chans=int(info["in_chans"]), **info["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{info_path} cannot describe a model ({type(e).__name__}: {e})") from None
+    try:
+        model.load_state_dict(load_file(str(weights_path), device="cpu"))
+    except RuntimeError as e:
+        raise DataError(f"{weights_path} does not match the model of {info_path}: {e}") from None
+    return model.eval().to(device), info
+
+
+class BestModelExport(pl.Callback):
+    """After each validation: if val_score beats the best so far, save the model as NAME.safetensors/json.
+
+    Its state (best score and epoch) is part of Lightning's checkpoint, so a resumed run keeps its best.
+    """
+
+    def __init__(self, run_dir: Path, info: dict[str, Any], name: str = BEST) -> None:
+        self.run_dir, self.info, self.name = run_dir, info, name
+        self.best_score, self.best_epoch = math.inf, -1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        score = pl_module.val_result.get("score", math.nan)
+        if trainer.sanity_checking or not score < self.best_score:
+            return
+        self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
+        if trainer.is_global_zero:
+            info = {**self.info, "epoch": self.best_epoch, "score": self.best_score}
+            save_model(self.run_dir, self.name, pl_module.model, info)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = float(state_dict["best_score"])
+        self.best_epoch = int(state_dict["best_epoch"])

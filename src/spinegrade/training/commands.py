@@ -1,0 +1,129 @@
+"""The `spinegrade train` command (torch, timm and Lightning are imported only when it runs)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import typer
+
+from spinegrade.errors import DataError
+from spinegrade.training.runs import TrainConfig
+
+# The CLI's defaults are TrainConfig's (the CPU defaults); runs.py is light, so --help stays fast.
+D = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _folds(text: str, n_folds: int) -> list[int]:
+    if text.strip().lower() == "all":
+        return list(range(n_folds))
+    try:
+        return [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise DataError(f"--folds {text!r}: give 'all', a fold number or a comma list like 0,2") from None
+
+
+def train_command(
+    cache: Path = typer.Argument(..., help="Crop cache folder written by `spinegrade prepare`."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write (RUN)."),
+    arch: str = typer.Option(
+        D["arch"],
+        "--arch",
+        help="Architecture(s), comma-separated: vgg16, densenet121, "
+        "efficientnet_b0..b4, efficientnetv2_s or any timm model name.",
+    ),
+    imbalance: str = typer.Option(
+        D["imbalance"],
+        "--imbalance",
+        help="none | class-weights | oversample | smote, '+' to combine (class-weights+smote), "
+        "',' to compare several (none,class-weights,smote).",
+    ),
+    class_weights: str = typer.Option(
+        D["class_weights"],
+        "--class-weights",
+        help="challenge (1/2/4, the score's weights) or balanced (n / (3 count)).",
+    ),
+    smote_space: str = typer.Option(
+        D["smote_space"], "--smote-space", help="features (backbone embeddings, head fine-tuned) or pixels."
+    ),
+    folds: str = typer.Option(
+        "0", "--fold", "--folds", help="Validation fold: a number, a comma list or 'all'."
+    ),
+    epochs: int = typer.Option(
+        D["epochs"], "--epochs", help="Maximum epochs (early stopping may end sooner)."
+    ),
+    head_epochs: int = typer.Option(
+        D["head_epochs"], "--head-epochs", help="Epochs of head fine-tuning (feature SMOTE)."
+    ),
+    batch_size: int = typer.Option(D["batch_size"], "--batch-size", help="Crops per batch (per device)."),
+    lr: float = typer.Option(D["lr"], "--lr", help="Peak learning rate of AdamW (warm-up, then cosine)."),
+    patience: int = typer.Option(
+        D["patience"], "--patience", help="Epochs without a better validation score before stopping."
+    ),
+    seed: int = typer.Option(D["seed"], "--seed", help="Seed of weights, sampling and augmentation."),
+    workers: int = typer.Option(
+        D["workers"], "--workers", help="DataLoader worker processes (0: load in the main process)."
+    ),
+    precision: str = typer.Option(
+        D["precision"], "--precision", help="auto (bf16/16 mixed on GPU, 32 on CPU) or a Lightning value."
+    ),
+    accelerator: str = typer.Option(D["accelerator"], "--accelerator", help="auto, cpu, gpu..."),
+    devices: str = typer.Option(
+        D["devices"], "--devices", help="Number of devices or a list (DDP when more than one)."
+    ),
+    strategy: str = typer.Option(D["strategy"], "--strategy", help="Lightning strategy, e.g. ddp."),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="Start from ImageNet weights (needs network)."
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Local ImageNet weights (.safetensors or .pth)."
+    ),
+    conditioning: str = typer.Option(
+        D["conditioning"], "--conditioning", help="How the head uses condition and level: film or concat."
+    ),
+    side_flip: bool = typer.Option(
+        False, "--side-flip", help="Augment with left/right mirrors that swap the side label."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
+    ),
+) -> None:
+    """Train the severity classifier on a crop cache and score it on the validation fold.
+
+    Example: spinegrade train cache/ --arch efficientnet_b0 --imbalance class-weights --fold 0 --out runs/b0
+
+    Compare: spinegrade train cache/ --arch vgg16,densenet121 --imbalance none,class-weights --out runs/cmp
+    """
+    from spinegrade.crops.cache import CropCache
+    from spinegrade.training.imbalance import parse_imbalance_list
+    from spinegrade.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        class_weights=class_weights,
+        smote_space=smote_space,
+        epochs=epochs,
+        head_epochs=head_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        workers=workers,
+        precision=precision,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        conditioning=conditioning,
+        side_flip=side_flip,
+    )
+    n_folds = int(CropCache.open(cache).meta.get("n_folds", 5))
+    train(
+        cache,
+        out,
+        config,
+        archs=[a.strip() for a in arch.split(",") if a.strip()],
+        imbalances=parse_imbalance_list(imbalance),
+        folds=_folds(folds, n_folds),
+        resume=resume,
+    )

@@ -1,0 +1,157 @@
+"""Training data: rows of the memory-mapped crop cache, read a whole batch at a time.
+
+The dataset implements __getitems__, so the DataLoader asks for one batch with one fancy-indexed read of
+crops.npy (float16, straight from the page cache) instead of one small read and one collate per crop;
+crops stay float16 until the module converts them on the training device, and augmentation runs there on
+the whole batch. With that, workers=0 keeps up with a CPU model (see bench/train_throughput.py); on a GPU,
+workers > 0 are persistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+
+from spinegrade.crops.cache import CropCache
+from spinegrade.errors import DataError
+from spinegrade.vocab import CONDITIONS, LEVELS
+
+STATS_SAMPLE = 2048
+
+
+def codes(index: pd.DataFrame, column: str, names: tuple[str, ...], where: str) -> np.ndarray:
+    """Index of each row's `column` value in `names`; DataError names the file, row and value at fault."""
+    code = pd.Categorical(index[column], categories=names).codes.astype(np.int64)
+    bad = np.flatnonzero(code < 0)
+    if len(bad):
+        raise DataError(
+            f"{where}: row {bad[0]} has {column} {index[column].iloc[bad[0]]!r}; expected one of {names}"
+        )
+    return code
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Per-item labels of a dataset; row = the item's row in the cache index (-1 for synthetic items)."""
+
+    condition: np.ndarray
+    level: np.ndarray
+    severity: np.ndarray
+    row: np.ndarray
+
+    @classmethod
+    def of_rows(cls, cache: CropCache, rows: np.ndarray) -> Labels:
+        where = str(cache.path / "index.csv")
+        part = cache.index.iloc[rows]
+        return cls(
+            condition=codes(part, "condition", CONDITIONS, where),
+            level=codes(part, "level", LEVELS, where),
+            severity=part["severity"].to_numpy(np.int64),
+            row=np.asarray(rows, dtype=np.int64),
+        )
+
+
+class CropDataset(Dataset):
+    """Items i -> crops[positions[i]] (float16 (k, S, S)) with their labels; batches via __getitems__."""
+
+    def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: Labels) -> None:
+        if not len(positions) == len(labels.severity):
+            raise ValueError("positions and labels must have one entry per item")
+        self.crops = crops
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
+        items = np.asarray(items, dtype=np.int64)
+        return {
+            "x": torch.from_numpy(np.ascontiguousarray(self.crops[self.positions[items]])),
+            "condition": torch.from_numpy(self.labels.condition[items]),
+            "level": torch.from_numpy(self.labels.level[items]),
+            "severity": torch.from_numpy(self.labels.severity[items]),
+            "row": torch.from_numpy(self.labels.row[items]),
+        }
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([item]).items()}
+
+
+def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """collate_fn for datasets that already return whole batches (__getitems__)."""
+    return batch
+
+
+def fold_rows(cache: CropCache, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of the cache index for one fold; DataError if either is empty."""
+    folds = cache.index["fold"].to_numpy(np.int64)
+    available = sorted(set(folds.tolist()))
+    if fold not in available:
+        raise DataError(f"{cache.path / 'index.csv'} has no fold {fold}; its folds are {available}")
+    train, val = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    if len(train) == 0:
+        raise DataError(f"{cache.path}: every row is in fold {fold}; nothing left to train on")
+    return train, val
+
+
+def input_stats(crops: np.ndarray, rows: np.ndarray, seed: int) -> tuple[float, float]:
+    """Mean and std of the training crops (from a seeded sample of up to 2048 of them)."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(rows, size=min(len(rows), STATS_SAMPLE), replace=False))
+    values = np.asarray(crops[sample], dtype=np.float64)
+    return float(values.mean()), float(max(values.std(), 1e-6))
+
+
+class CropDataModule(pl.LightningDataModule):
+    """Training and validation loaders; `sample_weights` (per training item) switch to a weighted sampler."""
+
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        batch_size: int,
+        workers: int = 0,
+        sample_weights: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train, self.val = train, val
+        self.batch_size, self.workers, self.seed = batch_size, workers, seed
+        self.sample_weights = sample_weights
+
+    def _loader(
+        self, dataset: Dataset, sampler: torch.utils.data.Sampler | None, drop_last: bool
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            collate_fn=as_batch,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.sample_weights is None:
+            sampler: torch.utils.data.Sampler = RandomSampler(self.train, generator=generator)
+        else:
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(self.sample_weights, dtype=torch.double),
+                num_samples=len(self.train),
+                replacement=True,
+                generator=generator,
+            )
+        return self._loader(self.train, sampler, drop_last=len(self.train) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, None, drop_last=False)

@@ -1,0 +1,259 @@
+"""LightningModules: end-to-end training of a SpineClassifier, and fine-tuning of its head on embeddings.
+
+Both score the validation fold the same way after every epoch: the challenge score of its predictions
+(spinegrade.evaluation.score.challenge_score, lower is better; logged as `val_score` for early stopping
+and best-model selection) with its parts, accuracy, macro F1 and the validation loss. Under DDP the
+predictions of all ranks are gathered first, so every rank computes the same score.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from spinegrade.evaluation.metrics import classification_metrics
+from spinegrade.evaluation.score import challenge_score
+from spinegrade.models.classifier import SpineClassifier
+from spinegrade.training.augment import AugmentConfig, augment_batch
+from spinegrade.training.runs import METRIC_COLUMNS, METRICS, STAGES, write_csv
+from spinegrade.vocab import SEVERITIES, make_row_id
+
+TARGET_KEYS = ["study_id", "condition", "level"]
+
+
+def prediction_frame(index: pd.DataFrame, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Predictions of cache rows -> the frame challenge_score takes, one row per (study, condition, level)
+    (duplicates averaged): DataFrame[study_id, condition, level, severity, normal_mild, moderate, severe]."""
+    frame = index.iloc[rows][[*TARGET_KEYS, "severity"]].reset_index(drop=True)
+    frame[list(SEVERITIES)] = probs
+    aggregations = {"severity": "first", **{s: "mean" for s in SEVERITIES}}
+    return frame.groupby(TARGET_KEYS, sort=False, as_index=False).agg(aggregations)
+
+
+def submission_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A prediction frame in the submission's format: row_id, normal_mild, moderate, severe."""
+    row_id = [make_row_id(*key) for key in frame[TARGET_KEYS].itertuples(index=False)]
+    return pd.DataFrame({"row_id": row_id, **{s: frame[s].to_numpy() for s in SEVERITIES}})
+
+
+def evaluate(frame: pd.DataFrame) -> dict[str, Any]:
+    """Challenge score with its parts + headline classification metrics of a prediction frame."""
+    probs = frame[list(SEVERITIES)].to_numpy(np.float64)
+    metrics = classification_metrics(frame["severity"].to_numpy(np.int64), probs)
+    auc = {f"auc_{s}": metrics["per_class"][s]["roc_auc"] for s in SEVERITIES}
+    return {
+        **challenge_score(frame),
+        "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        **auc,
+    }
+
+
+class ScoredModule(pl.LightningModule):
+    """Shared by both stages: loss, validation scoring, AdamW with a warm-up + cosine schedule."""
+
+    def __init__(
+        self,
+        model: SpineClassifier,
+        *,
+        cache_index: pd.DataFrame,
+        lr: float,
+        weight_decay: float,
+        warmup_epochs: float,
+        class_weights: np.ndarray | None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cache_index = cache_index
+        self.lr, self.weight_decay, self.warmup_epochs = lr, weight_decay, warmup_epochs
+        weights = torch.ones(len(SEVERITIES)) if class_weights is None else torch.as_tensor(class_weights)
+        self.register_buffer("class_weights", weights.float(), persistent=False)
+        self.val_result: dict[str, Any] = {}
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._loss_sum = torch.zeros(2)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, logits: torch.Tensor, severity: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), severity, weight=self.class_weights)
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros(2, device=self.device)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self.logits(batch), batch["severity"])
+        self._loss_sum += torch.stack(
+            [loss.detach() * len(batch["severity"]), loss.new_tensor(len(batch["severity"]))]
+        )
+        return loss
+
+    def epoch_train_loss(self) -> float:
+        """Mean training loss of the epoch so far, over all ranks (a collective call under DDP)."""
+        total = self.trainer.strategy.reduce(self._loss_sum, reduce_op="sum")
+        return float(total[0] / total[1].clamp(min=1))
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self.logits(batch).float()
+        loss = F.cross_entropy(logits, batch["severity"], weight=self.class_weights, reduction="none")
+        self._outputs.append((batch["row"], logits.softmax(dim=1), loss))
+
+    def on_validation_epoch_end(self) -> None:
+        rows, probs, losses = (torch.cat(parts) for parts in zip(*self._outputs, strict=True))
+        if self.trainer.world_size > 1:
+            rows, probs, losses = (self.all_gather(t).flatten(0, 1) for t in (rows, probs, losses))
+        rows, first = np.unique(rows.cpu().numpy(), return_index=True)  # DDP pads with repeated rows
+        probs_np = probs.cpu().numpy()[first]
+        severity = self.cache_index["severity"].to_numpy(np.int64)[rows]
+        weights = self.class_weights.cpu().numpy()[severity]
+        val_loss = float((losses.cpu().numpy()[first] * weights).sum() / weights.sum())
+        self.val_result = {
+            "val_loss": val_loss,
+            **evaluate(prediction_frame(self.cache_index, rows, probs_np)),
+        }
+        self.log("val_score", self.val_result["score"], sync_dist=False)
+        self._outputs = []
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        warmup = min(max(int(self.warmup_epochs * steps_per_epoch), 1), total)
+        schedule = SequentialLR(
+            optimizer,
+            [
+                LinearLR(optimizer, start_factor=0.01, total_iters=warmup),
+                CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=self.lr * 0.01),
+            ],
+            milestones=[warmup],
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class GradingModule(ScoredModule):
+    """End-to-end training on crops with batch augmentation on the device; channels_last inputs."""
+
+    def __init__(
+        self, model: SpineClassifier, *, augment: AugmentConfig, channels_last: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(model, **kwargs)
+        self.augment = augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict:
+        x = batch["x"].float()
+        if self.trainer.training:
+            x, batch["condition"] = augment_batch(x, batch["condition"], self.augment)
+        batch["x"] = x.contiguous(memory_format=self.memory_format)
+        return batch
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["x"], batch["condition"], batch["level"])
+
+
+class HeadModule(ScoredModule):
+    """Fine-tunes only model.head on precomputed (real and synthetic) embeddings; the backbone is frozen."""
+
+    def __init__(self, model: SpineClassifier, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.model.backbone.requires_grad_(False)
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return list(self.model.head.parameters())
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.model.backbone.eval()
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.head(batch["x"].float(), batch["condition"], batch["level"])
+
+
+@torch.no_grad()
+def run_model(
+    model: SpineClassifier, dataset: torch.utils.data.Dataset, *, what: str, batch_size: int, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, outputs) of a dataset in order, in eval mode: what='probs' (n, 3) or 'embed' (n, features)."""
+    from spinegrade.training.datamodule import as_batch
+
+    model.eval().to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=as_batch)
+    rows, outputs = [], []
+    for batch in loader:
+        x = batch["x"].to(device).float()
+        if what == "embed":
+            out = model.embed(x)
+        else:
+            out = model.predict_proba(x, batch["condition"].to(device), batch["level"].to(device))
+        rows.append(batch["row"].numpy())
+        outputs.append(out.float().cpu().numpy())
+    return np.concatenate(rows), np.concatenate(outputs)
+
+
+class MetricsLog(pl.Callback):
+    """Appends one row per validated epoch to metrics.csv (rewritten atomically) and prints one line.
+
+    On a resumed run, rows of this stage from the restored epoch on are dropped first (they belonged to
+    the interrupted attempt), as are rows of later stages.
+    """
+
+    def __init__(self, run_dir: Path, *, stage: str, prior_score: float, console: Console) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}")
+        self.path = run_dir / METRICS
+        self.stage, self.prior_score, self.console = stage, prior_score, console
+        self.rows: list[dict[str, Any]] = []
+        self._started = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=METRIC_COLUMNS)
+        order = old["stage"].map(STAGES.index)
+        keep = (order < STAGES.index(self.stage)) | (
+            (old["stage"] == self.stage) & (old["epoch"] < trainer.current_epoch)
+        )
+        self.rows = old[keep].to_dict("records")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        result = pl_module.val_result
+        row = {
+            "stage": self.stage,
+            "epoch": trainer.current_epoch,
+            "train_loss": pl_module.epoch_train_loss(),
+            **{c: result.get("score" if c == "val_score" else c) for c in METRIC_COLUMNS[3:11]},
+            "prior_score": self.prior_score,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - self._started, 2),
+        }
+        self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
+        write_csv(self.path, pd.DataFrame(self.rows, columns=METRIC_COLUMNS))
+        stage = "" if self.stage == "train" else f"{self.stage} "
+        self.console.print(
+            f"{stage}epoch {trainer.current_epoch + 1:>3}/{trainer.max_epochs}  "
+            f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"score {row['val_score']:.4f} (prior {self.prior_score:.4f})  "
+            f"acc {row['accuracy']:.3f}  macro F1 {row['macro_f1']:.3f}  {row['seconds']:.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )

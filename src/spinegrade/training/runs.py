@@ -1,0 +1,142 @@
+"""The run directory's files: config.json (TrainConfig), versions.json, metrics.csv columns.
+
+Light on purpose (no torch or Lightning at import): the CLI takes its defaults from TrainConfig.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+
+from spinegrade.crops.cache import write_atomic
+from spinegrade.errors import DataError
+from spinegrade.training.imbalance import CLASS_WEIGHT_MODES, Imbalance, parse_imbalance
+
+CONFIG: Final = "config.json"
+VERSIONS: Final = "versions.json"
+METRICS: Final = "metrics.csv"
+SMOTE_SPACES: Final = ("features", "pixels")
+STAGES: Final = ("train", "head")  # end-to-end training, then (feature-space SMOTE) head fine-tuning
+METRIC_COLUMNS: Final = (
+    "stage",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_score",
+    "spinal",
+    "foraminal",
+    "subarticular",
+    "any_severe_spinal",
+    "accuracy",
+    "macro_f1",
+    "prior_score",
+    "lr",
+    "seconds",
+)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON with a trailing newline, written atomically."""
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """CSV without the index, written atomically."""
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def device_description() -> str:
+    """The device training runs on, in words (GPU names, or the CPU with its thread count)."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return ", ".join(names)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes a trained model, for versions.json."""
+    import lightning
+    import numpy
+    import timm
+    import torch
+
+    import spinegrade
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "spinegrade": spinegrade.__version__,
+        "platform": platform.platform(),
+        "device": device_description(),
+    }
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one run (saved as config.json). Defaults are the CPU defaults."""
+
+    arch: str = "efficientnet_b0"
+    imbalance: str = "class-weights"
+    class_weights: str = "challenge"
+    smote_space: str = "features"
+    fold: int = 0
+    epochs: int = 12
+    head_epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    patience: int = 5
+    grad_clip: float = 1.0
+    seed: int = 0
+    workers: int = 0
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    pretrained: bool = False
+    weights: str | None = None
+    conditioning: str = "film"
+    side_flip: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        from spinegrade.models.classifier import CONDITIONINGS
+
+        parse_imbalance(self.imbalance)
+        checks = {
+            "class_weights": (self.class_weights in CLASS_WEIGHT_MODES, CLASS_WEIGHT_MODES),
+            "smote_space": (self.smote_space in SMOTE_SPACES, SMOTE_SPACES),
+            "conditioning": (self.conditioning in CONDITIONINGS, CONDITIONINGS),
+        }
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise DataError(f"{name} {getattr(self, name)!r} unknown; use one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise DataError(f"lr must be positive, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def method(self) -> Imbalance:
+        return parse_imbalance(self.imbalance)
+
+    @property
+    def feature_smote(self) -> bool:
+        return self.method.sampler == "smote" and self.smote_space == "features"

@@ -1,0 +1,483 @@
+"""Train classifiers on a crop cache: one fold, every fold, or a grid of architectures x imbalance methods.
+
+One run (RUN/): config.json, versions.json, metrics.csv, best.safetensors + best.json, last.ckpt (for
+--resume, loaded with torch.load(weights_only=True)), val_predictions.csv (submission format) and
+val_score.json. With several folds each goes to RUN/fold<i>/; with several combinations each goes to
+RUN/<arch>__<imbalance>/ and RUN/comparison.csv + comparison.md compare them.
+
+SMOTE in feature space (the default for `smote`) runs in two stages: (1) the whole network is trained
+end-to-end on the real crops (cross-entropy, with class weights if asked), its best epoch saved as
+backbone.safetensors; (2) the embeddings of the training fold are resampled with SMOTE (imbalance.py) and
+the head alone is fine-tuned on real + synthetic embeddings with the backbone frozen, for --head-epochs;
+its best epoch on the validation fold becomes best.safetensors. `--smote-space pixels` instead adds
+synthetic crops interpolated between flattened training crops and trains end-to-end on both. The
+validation fold never enters SMOTE, the class weights, the sampler or the input statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Final
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+
+from spinegrade.crops.cache import CropCache, write_atomic
+from spinegrade.errors import DataError
+from spinegrade.evaluation.priors import level_priors
+from spinegrade.evaluation.report import _md_table
+from spinegrade.evaluation.score import challenge_score
+from spinegrade.models.classifier import create_model
+from spinegrade.training.augment import AugmentConfig
+from spinegrade.training.checkpoint import BEST, BestModelExport, load_run
+from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
+from spinegrade.training.imbalance import (
+    Imbalance,
+    class_weights,
+    oversample_weights,
+    smote_resample,
+)
+from spinegrade.training.module import (
+    GradingModule,
+    HeadModule,
+    MetricsLog,
+    evaluate,
+    prediction_frame,
+    run_model,
+    submission_frame,
+)
+from spinegrade.training.runs import (
+    CONFIG,
+    METRICS,
+    VERSIONS,
+    TrainConfig,
+    versions,
+    write_csv,
+    write_json,
+)
+from spinegrade.vocab import SEVERITIES
+
+LAST: Final = "last"
+BACKBONE: Final = "backbone"
+VAL_SCORE: Final = "val_score.json"
+VAL_PREDICTIONS: Final = "val_predictions.csv"
+COMPARISON_COLUMNS: Final = (
+    "arch",
+    "imbalance",
+    "folds",
+    "score",
+    "prior_score",
+    "accuracy",
+    "macro_f1",
+    *(f"auc_{s}" for s in SEVERITIES),
+    "spinal",
+    "foraminal",
+    "subarticular",
+    "any_severe_spinal",
+)
+TABLE_COLUMNS: Final = (
+    "arch",
+    "imbalance",
+    "folds",
+    "score",
+    "prior_score",
+    "accuracy",
+    "macro_f1",
+    "auc_severe",
+)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> bf16-mixed on GPUs that support it, 16-mixed on other GPUs, 32-true on CPU."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _devices(devices: str) -> int | str:
+    return int(devices) if devices.isdigit() else devices
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's banners (GPU/TPU available, seed set...) and advice about workers/batch sizes."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            for message in (
+                ".*does not have many workers.*",  # workers=0 is the measured best on CPU
+                "Checkpoint directory .* exists and is not empty",  # RUN holds the run's other files
+                ".*overridden `on_after_batch_transfer`.*",  # augmentation lives there on purpose
+                ".*LeafSpec.*",  # a deprecation inside Lightning itself
+            ):
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _trainer(
+    config: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], max_epochs: int, **kw: Any
+) -> pl.Trainer:
+    settings: dict[str, Any] = {
+        "accelerator": config.accelerator,
+        "devices": _devices(config.devices),
+        "strategy": config.strategy,
+        **kw,
+    }
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        precision=resolve_precision(config.precision, config.accelerator),
+        gradient_clip_val=config.grad_clip or None,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+        **settings,
+    )
+
+
+def prior_reference(index: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray) -> dict[str, float]:
+    """Challenge score on the validation rows of the per-level class priors of the training rows (weighted
+    by 1/2/4: the best constant under the score)."""
+    priors = level_priors(index.iloc[train_rows], weighted=True)
+    targets = index.iloc[val_rows][["study_id", "condition", "level", "severity"]].drop_duplicates(
+        ["study_id", "condition", "level"]
+    )
+    return challenge_score(targets.merge(priors, on=["condition", "level"], how="left"))
+
+
+def _start_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> TrainConfig:
+    """Create run_dir (or check it for --resume) and write config.json and versions.json; returns the
+    config to use (on resume: the saved one)."""
+    saved = run_dir / CONFIG
+    if resume and saved.is_file():
+        return TrainConfig.from_dict(json.loads(saved.read_text()))
+    if rank_zero_only.rank != 0:  # a DDP worker re-running the command: rank 0 has prepared run_dir
+        return config
+    taken = [p.name for p in (saved, run_dir / METRICS, run_dir / f"{BEST}.json") if p.exists()]
+    if taken:
+        raise DataError(
+            f"{run_dir} already holds a run ({', '.join(taken)}); pass --resume to continue it or choose "
+            "another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(saved, asdict(config))
+    write_json(run_dir / VERSIONS, versions())
+    return config
+
+
+def _model_info(
+    config: TrainConfig, cache: CropCache, model_kwargs: dict[str, Any], weights: np.ndarray | None
+) -> dict[str, Any]:
+    """best.json's content (BestModelExport adds epoch and score)."""
+    return {
+        "arch": config.arch,
+        "in_chans": int(cache.meta["k"]),
+        "k": int(cache.meta["k"]),
+        "size": int(cache.meta["size"]),
+        "crop_mm": cache.meta.get("crop_mm"),
+        "normalisation": {
+            "cache": cache.meta.get("normalize"),
+            "mean": model_kwargs["mean"],
+            "std": model_kwargs["std"],
+            "applied": "inside the model: (crop - mean) / std",
+        },
+        "model": model_kwargs,
+        "fold": config.fold,
+        "imbalance": config.imbalance,
+        "class_weights": None if weights is None else weights.tolist(),
+        "stage": "train",
+    }
+
+
+def _pixel_smote(cache: CropCache, rows: np.ndarray, labels: Labels, seed: int) -> CropDataset:
+    """Training fold crops + SMOTE crops interpolated between them (flattened), held in memory."""
+    crops = np.asarray(cache.crops[rows], dtype=np.float32)
+    out = smote_resample(
+        crops.reshape(len(rows), -1), labels.severity, labels.condition, labels.level, seed=seed
+    )
+    x = out.x.reshape(-1, *crops.shape[1:]).astype(np.float16)
+    row = np.concatenate([labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
+    return CropDataset(x, np.arange(len(x)), Labels(out.condition, out.level, out.severity, row))
+
+
+def _smote_head(
+    run_dir: Path,
+    config: TrainConfig,
+    cache: CropCache,
+    datasets: tuple[CropDataset, CropDataset],
+    weights: np.ndarray | None,
+    prior_score: float,
+    device: torch.device,
+    console: Console,
+) -> None:
+    """Stage 2 of feature-space SMOTE (module doc): fine-tune the head on real + synthetic embeddings."""
+    model, info = load_run(run_dir, name=BACKBONE, device=str(device))
+    (_, train_x), (_, val_x) = (
+        run_model(model, ds, what="embed", batch_size=config.batch_size * 2, device=str(device))
+        for ds in datasets
+    )
+    train_labels, val_labels = datasets[0].labels, datasets[1].labels
+    out = smote_resample(
+        train_x, train_labels.severity, train_labels.condition, train_labels.level, seed=config.seed
+    )
+    smote = {"space": "features", "n_real": out.n_real, "n_synthetic": out.n_synthetic}
+    console.print(
+        f"SMOTE on {out.n_real} training embeddings: +{out.n_synthetic} synthetic; fine-tuning the head"
+    )
+    row = np.concatenate([train_labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
+    features = CropDataModule(
+        CropDataset(out.x, np.arange(len(out.x)), Labels(out.condition, out.level, out.severity, row)),
+        CropDataset(val_x, np.arange(len(val_x)), val_labels),
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    module = HeadModule(
+        model.train(),
+        cache_index=cache.index,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=0,
+        class_weights=weights,
+    )
+    callbacks = [
+        MetricsLog(run_dir, stage="head", prior_score=prior_score, console=console),
+        BestModelExport(run_dir, {**info, "stage": "head", "smote": smote}, name=BEST),
+    ]
+    head_config = replace(config, precision="32-true")
+    trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
+    trainer.fit(module, datamodule=features)
+
+
+def _finish(
+    run_dir: Path, cache: CropCache, val: CropDataset, prior: dict[str, float], config: TrainConfig
+) -> dict:
+    """Predict the validation fold with best.safetensors (as prediction will load it) and write
+    val_predictions.csv and val_score.json."""
+    model, info = load_run(run_dir)
+    rows, probs = run_model(model, val, what="probs", batch_size=config.batch_size * 2, device="cpu")
+    frame = prediction_frame(cache.index, rows, probs)
+    result = {
+        **evaluate(frame),
+        "prior_score": prior["score"],
+        "prior": prior,
+        "arch": config.arch,
+        "imbalance": config.imbalance,
+        "fold": config.fold,
+        "best_epoch": info["epoch"],
+        "n_val_targets": len(frame),
+    }
+    write_csv(run_dir / VAL_PREDICTIONS, submission_frame(frame))
+    write_json(run_dir / VAL_SCORE, result)
+    return result
+
+
+def train_run(
+    cache: CropCache,
+    run_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train one model on one fold into run_dir; returns val_score.json's content.
+
+    resume=True continues an interrupted run from run_dir/last.ckpt with its saved config (a finished run
+    is returned as it is; a run cut before its first epoch ended starts again).
+    """
+    console = console or Console()
+    if resume and (run_dir / VAL_SCORE).is_file():
+        console.print(f"{run_dir}: finished before, skipped")
+        return json.loads((run_dir / VAL_SCORE).read_text())
+    config = _start_run_dir(run_dir, config, resume)
+    last = run_dir / f"{LAST}.ckpt"
+    method = config.method
+    train_rows, val_rows = fold_rows(cache, config.fold)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    train_labels, val_labels = Labels.of_rows(cache, train_rows), Labels.of_rows(cache, val_rows)
+    mean, std = input_stats(cache.crops, train_rows, config.seed)
+    weights = class_weights(train_labels.severity, config.class_weights) if method.class_weights else None
+    prior = prior_reference(cache.index, train_rows, val_rows)
+    train_ds = CropDataset(cache.crops, train_rows, train_labels)
+    val_ds = CropDataset(cache.crops, val_rows, val_labels)
+    fit_ds, sample_weights = train_ds, None
+    if method.sampler == "oversample":
+        sample_weights = oversample_weights(train_labels.severity, train_labels.condition)
+    elif method.sampler == "smote" and not config.feature_smote:
+        fit_ds = _pixel_smote(cache, train_rows, train_labels, config.seed)
+
+    model_kwargs = {"conditioning": config.conditioning, "mean": mean, "std": std}
+    model = create_model(
+        config.arch,
+        in_chans=int(cache.meta["k"]),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        **model_kwargs,
+    )
+    module = GradingModule(
+        model,
+        augment=AugmentConfig(side_flip=config.side_flip),
+        channels_last=config.channels_last,
+        cache_index=cache.index,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        class_weights=weights,
+    )
+    data = CropDataModule(
+        fit_ds,
+        val_ds,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        sample_weights=sample_weights,
+        seed=config.seed,
+    )
+    info = _model_info(config, cache, model_kwargs, weights)
+    if fit_ds is not train_ds:
+        info["smote"] = {
+            "space": "pixels",
+            "n_real": len(train_ds),
+            "n_synthetic": len(fit_ds) - len(train_ds),
+        }
+    callbacks = [
+        MetricsLog(run_dir, stage="train", prior_score=prior["score"], console=console),
+        BestModelExport(run_dir, info, name=BACKBONE if config.feature_smote else BEST),
+        EarlyStopping("val_score", mode="min", patience=config.patience),
+        ModelCheckpoint(
+            dirpath=run_dir, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False
+        ),
+    ]
+    console.print(
+        f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {method.name}: {len(fit_ds)} training and "
+        f"{len(val_ds)} validation crops, k={cache.meta['k']}, {cache.meta['size']} px -> {run_dir}",
+        highlight=False,
+    )
+    with quiet_lightning():
+        trainer = _trainer(config, run_dir, callbacks, config.epochs)
+        trainer.fit(
+            module, datamodule=data, ckpt_path=last if resume and last.is_file() else None, weights_only=True
+        )
+        if not trainer.is_global_zero:
+            return {}
+        if config.feature_smote:
+            _smote_head(
+                run_dir,
+                replace(config, devices="1", strategy="auto"),
+                cache,
+                (train_ds, val_ds),
+                weights,
+                prior["score"],
+                trainer.strategy.root_device,
+                console,
+            )
+    result = _finish(run_dir, cache, val_ds, prior, config)
+    console.print(
+        f"best epoch {result['best_epoch'] + 1}: validation score {result['score']:.4f} "
+        f"(per-level prior {result['prior_score']:.4f}) -> {run_dir}",
+        highlight=False,
+    )
+    return result
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One comparison row from the val_score.json of one or more folds (means over folds)."""
+    row: dict[str, Any] = {"arch": results[0]["arch"], "imbalance": results[0]["imbalance"]}
+    row["folds"] = ",".join(str(r["fold"]) for r in results)
+    for column in COMPARISON_COLUMNS[3:]:
+        values = [r.get(column) for r in results]
+        row[column] = float(np.mean(values)) if all(v is not None for v in values) else None
+    return row
+
+
+def comparison_table(frame: pd.DataFrame, title: str) -> Table:
+    """A rich table of comparison rows (lower score is better; best score in bold)."""
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(column, justify="left" if column in ("arch", "imbalance", "folds") else "right")
+    best = frame["score"].min()
+    for row in frame.itertuples(index=False):
+        cells = [
+            f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else "n/a" if v is None else str(v)
+            for v in row
+        ]
+        if row.score == best:
+            cells = [f"[bold]{c}[/bold]" for c in cells]
+        table.add_row(*cells)
+    return table
+
+
+def train(
+    cache_path: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    archs: Sequence[str] | None = None,
+    imbalances: Sequence[Imbalance] | None = None,
+    folds: Sequence[int] | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+) -> pd.DataFrame:
+    """Train every architecture x imbalance method x fold; returns one comparison row per combination.
+
+    One combination and one fold train into `out`; several folds into out/fold<i>; several combinations
+    into out/<arch>__<imbalance>[/fold<i>], then out/comparison.csv and comparison.md are written.
+    """
+    console = console or Console()
+    cache = CropCache.open(cache_path)
+    archs = list(archs or [config.arch])
+    methods = [m.name for m in imbalances] if imbalances else [config.imbalance]
+    folds = list(folds) if folds is not None else [config.fold]
+    grid = len(archs) * len(methods) > 1
+    rows = []
+    for arch in archs:
+        for method in methods:
+            combo_dir = out / f"{arch}__{method}" if grid else out
+            results = [
+                train_run(
+                    cache,
+                    combo_dir / f"fold{fold}" if len(folds) > 1 else combo_dir,
+                    replace(config, arch=arch, imbalance=method, fold=fold),
+                    resume=resume,
+                    console=console,
+                )
+                for fold in folds
+            ]
+            if not all(results):  # a DDP rank other than 0
+                continue
+            rows.append(summarise(results))
+            if len(folds) > 1:
+                write_csv(combo_dir / "folds.csv", pd.DataFrame([summarise([r]) for r in results]))
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    if rows and grid:
+        write_csv(out / "comparison.csv", frame)
+        title = "# Classifier comparison (validation challenge score, lower is better)"
+        write_atomic(out / "comparison.md", f"{title}\n\n{_md_table(frame)}\n")
+    if rows:
+        shown = frame[list(TABLE_COLUMNS)]
+        console.print(comparison_table(shown, f"validation fold(s) {','.join(map(str, folds))}"))
+    return frame

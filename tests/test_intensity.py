@@ -1,0 +1,49 @@
+"""Tests of the robust percentile intensity normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spinegrade.data.intensity import normalize
+
+
+def test_scales_between_percentiles_and_clips_outliers() -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.normal(1000.0, 200.0, (4, 32, 32))
+    volume[0, 0, 0] = 1e6  # one hot pixel must not squash the contrast
+    out = normalize(volume, lower=1.0, upper=99.0)
+    assert out.dtype == np.float32 and out.shape == volume.shape
+    assert out.min() == 0.0 and out.max() == 1.0
+    low, high = np.percentile(volume, [1.0, 99.0])
+    inside = (volume > low) & (volume < high)
+    np.testing.assert_allclose(out[inside], (volume[inside] - low) / (high - low), rtol=1e-5, atol=1e-6)
+    assert np.mean(out == 1.0) == pytest.approx(0.01, abs=0.002)  # only the top 1 % saturate
+    assert 0.3 < np.median(out) < 0.7
+
+
+def test_percentiles_are_configurable() -> None:
+    values = np.arange(101, dtype=np.float64)
+    np.testing.assert_allclose(normalize(values, lower=0.0, upper=100.0), values / 100.0, rtol=1e-6)
+    tight = normalize(values, lower=10.0, upper=90.0)
+    assert tight[10] == 0.0 and tight[90] == 1.0 and tight[50] == pytest.approx(0.5)
+    assert (tight[:10] == 0.0).all() and (tight[90:] == 1.0).all()
+
+
+def test_keeps_precision_beyond_8_bits() -> None:
+    values = np.linspace(0.0, 4095.0, 4096)
+    out = normalize(values, lower=0.0, upper=100.0)
+    assert len(np.unique(out)) == 4096  # a uint8 cast would leave 256 levels
+
+
+def test_constant_input_gives_zeros_not_nan() -> None:
+    out = normalize(np.full((2, 8, 8), 7.0))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.zeros((2, 8, 8), np.float32))
+
+
+def test_bad_arguments_are_rejected() -> None:
+    with pytest.raises(ValueError, match="lower < upper"):
+        normalize(np.arange(10.0), lower=50.0, upper=50.0)
+    with pytest.raises(ValueError, match="NaN"):
+        normalize(np.array([1.0, np.nan, 3.0]))

@@ -1,0 +1,240 @@
+"""Localisation: targets, decoding, series targets, the axial level mapping, metrics, end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spinegrade.data.series import Series
+from spinegrade.errors import DataError
+from spinegrade.localization.dataset import mirror_permutation, random_affine, volume_input
+from spinegrade.localization.locate import axial_slice_for_point, level_anchors
+from spinegrade.localization.metrics import point_errors, summarise_errors
+from spinegrade.localization.targets import (
+    TASK_BY_SLUG,
+    decode_heatmaps,
+    decode_slices,
+    depth_to_slice,
+    gaussian_1d,
+    gaussian_heatmaps,
+    label_to_grid,
+    rescale,
+    series_targets,
+    slice_to_depth,
+)
+
+SAGITTAL = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+AXIAL = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def make_series(
+    series_id: int,
+    orientation: np.ndarray,
+    first: tuple[float, float, float],
+    n: int,
+    step: float,
+    shape: tuple[int, int] = (40, 50),
+    spacing: tuple[float, float] = (0.5, 0.5),
+    original_shapes: np.ndarray | None = None,
+) -> Series:
+    """A Series with parallel slices `step` mm apart along the orientation's normal, starting at `first`."""
+    normal = np.cross(orientation[0], orientation[1])
+    positions = np.asarray(first, dtype=np.float64) + np.arange(n)[:, None] * step * normal
+    return Series(
+        pixels=np.random.default_rng(series_id).random((n, *shape), dtype=np.float32),
+        instance_numbers=np.arange(1, n + 1, dtype=np.int64) * 2,  # instance numbers differ from indices
+        positions=positions,
+        orientation=orientation,
+        pixel_spacing=np.tile(np.asarray(spacing, dtype=np.float64), (n, 1)),
+        original_shapes=np.tile(shape, (n, 1)) if original_shapes is None else original_shapes,
+        slice_thickness=step,
+        series_id=str(series_id),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+
+def test_heatmap_peaks_at_the_resized_label_and_decodes_back():
+    rows, cols, size, stride = 300, 200, 128, 4
+    x, y = 123.4, 77.9
+    out = size // stride
+    point = torch.tensor([[rescale(x, cols, out), rescale(y, rows, out)]], dtype=torch.float64)
+    heatmap = gaussian_heatmaps(point, out, out, sigma=1.5)
+    assert heatmap.shape == (1, out, out)
+    assert heatmap.sum().item() == pytest.approx(1.0)
+    peak_y, peak_x = divmod(int(heatmap.argmax()), out)
+    assert (peak_x, peak_y) == (round(float(point[0, 0])), round(float(point[0, 1])))
+    decoded, confidence = decode_heatmaps(torch.log(heatmap + 1e-30), radius=3)
+    assert decoded[0].numpy() == pytest.approx(point[0].numpy(), abs=1e-3)
+    assert 0.9 < confidence.item() <= 1.0
+    back = rescale(decoded[0, 0].item(), out, cols), rescale(decoded[0, 1].item(), out, rows)
+    assert back == pytest.approx((x, y), abs=0.2)
+
+
+def test_missing_point_gives_an_empty_map_and_slice_decoding_inverts_the_target():
+    maps = gaussian_heatmaps(torch.tensor([[3.0, 4.0], [float("nan"), float("nan")]]), 8, 8, 1.0)
+    assert maps[1].abs().sum() == 0 and maps[0].sum() == pytest.approx(1.0)
+    positions = torch.tensor([0.0, 3.3, 13.6, 15.0])
+    decoded, _ = decode_slices(torch.log(gaussian_1d(positions, 16, 1.0)))
+    assert decoded.numpy() == pytest.approx(positions.numpy(), abs=1e-3)
+    assert depth_to_slice(slice_to_depth(7.0, 13, 16), 13, 16) == pytest.approx(7.0)
+    assert slice_to_depth(12, 13, 16) == pytest.approx(15.0)  # the last slice is the last channel
+
+
+def test_volume_input_keeps_the_end_slices():
+    stack = torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 2, 2)
+    volume = volume_input(stack, 9)
+    assert volume[:, 0, 0].tolist() == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4])
+
+
+def test_series_targets_volume_and_slice_tasks():
+    sagittal = make_series(1, SAGITTAL, (0, 0, 0), n=6, step=4.0)
+    rows = pd.DataFrame(
+        {
+            "condition": ["spinal_canal_stenosis", "spinal_canal_stenosis", "left_subarticular_stenosis"],
+            "level": ["l1_l2", "l4_l5", "l1_l2"],
+            "instance_number": [6, 8, 2],
+            "x": [10.0, 12.0, 1.0],
+            "y": [20.0, 30.0, 1.0],
+        }
+    )
+    [target] = series_targets(rows, sagittal, TASK_BY_SLUG["sagittal_t2"])
+    assert target.points[0].tolist() == [10.0, 20.0] and target.points[3].tolist() == [12.0, 30.0]
+    assert target.slices[[0, 3]].tolist() == [2, 3]  # instance 6 -> index 2, instance 8 -> index 3
+    assert np.isnan(target.points[[1, 2, 4]]).all() and np.isnan(target.slices[[1, 2, 4]]).all()
+
+    axial = make_series(2, AXIAL, (0, 0, 0), n=5, step=4.0)
+    rows = pd.DataFrame(
+        {
+            "condition": ["left_subarticular_stenosis", "right_subarticular_stenosis"],
+            "level": ["l3_l4", "l3_l4"],
+            "instance_number": [4, 6],  # left and right marked on different slices
+            "x": [5.0, 30.0],
+            "y": [7.0, 8.0],
+        }
+    )
+    first, second = series_targets(rows, axial, TASK_BY_SLUG["axial_t2"])
+    assert (first.slice_index, second.slice_index) == (1, 2)
+    assert first.points[0].tolist() == [5.0, 7.0] and np.isnan(first.points[1]).all()
+    assert second.points[1].tolist() == [30.0, 8.0] and np.isnan(second.points[0]).all()
+
+    with pytest.raises(DataError, match="instance 99"):
+        series_targets(rows.assign(instance_number=99), axial, TASK_BY_SLUG["axial_t2"])
+
+
+def test_label_on_a_resampled_slice_is_moved_to_the_series_grid():
+    shapes = np.array([[40, 50], [80, 100], [40, 50]])
+    series = make_series(3, AXIAL, (0, 0, 0), n=3, step=4.0, original_shapes=shapes)
+    assert label_to_grid(series, 1, 99.0, 79.0) == pytest.approx((49.0, 39.0))  # corner centres kept
+    assert label_to_grid(series, 0, 12.5, 3.0) == (12.5, 3.0)
+
+
+# ---------------------------------------------------------------------------------------- augmentation
+
+
+def test_mirror_permutation_swaps_left_and_right():
+    t1 = TASK_BY_SLUG["sagittal_t1"]
+    swap = mirror_permutation(t1)
+    for i, (condition, level) in enumerate(t1.points):
+        twin = t1.points[swap[i]]
+        assert twin[1] == level and twin[0] != condition and {condition, twin[0]} == set(t1.conditions)
+    assert mirror_permutation(TASK_BY_SLUG["sagittal_t2"]) == [0, 1, 2, 3, 4]
+
+
+def test_random_affine_moves_points_with_the_image():
+    torch.manual_seed(0)
+    for _ in range(5):
+        image = torch.zeros(1, 64, 64)
+        image[0, 20, 40] = 1.0  # a bright dot at x=40, y=20
+        warped, moved = random_affine(image, torch.tensor([[40.0, 20.0]]), rotate_deg=20, scale=0.2)
+        peak_y, peak_x = divmod(int(warped[0].argmax()), 64)
+        assert moved[0].tolist() == pytest.approx([peak_x, peak_y], abs=1.0)
+
+
+# ------------------------------------------------------------------------------------- axial level mapping
+
+
+def test_axial_slice_through_a_sagittal_level_point():
+    # Sagittal: slices along -x (normal of SAGITTAL), pixel (x, y) -> patient (.., y0 + x/2, z0 - y/2).
+    sagittal = make_series(10, SAGITTAL, (10.0, -20.0, 60.0), n=7, step=3.0, shape=(200, 200))
+    # Axial series 1 covers z = 0..56 (15 slices, 4 mm); series 2 covers z = 40..96, 8 mm.
+    low = make_series(11, AXIAL, (-25.0, -25.0, 0.0), n=15, step=4.0, shape=(100, 100))
+    high = make_series(12, AXIAL, (-25.0, -25.0, 40.0), n=8, step=8.0, shape=(100, 100))
+    # A canal point on sagittal slice 3 (x = 10 - 9 = 1) at row y=30 -> z = 60 - 15 = 45.
+    point = sagittal.pixel_to_patient(3, 40, 30)
+    assert point == pytest.approx([1.0, 0.0, 45.0])
+    assert axial_slice_for_point([low], point) == (0, 11)  # z = 44 is 1 mm away
+    assert axial_slice_for_point([high], point) == (0, 1)  # z = 48 is 3 mm away
+    assert axial_slice_for_point([high, low], point) == (1, 11)  # the nearer plane wins
+    assert axial_slice_for_point([low, high], sagittal.pixel_to_patient(3, 40, -4)) == (1, 3)  # z=62: high
+    assert axial_slice_for_point([low, high], sagittal.pixel_to_patient(3, 40, -100)) is None  # above both
+    outside = np.array([80.0, 0.0, 20.0])  # inside low's stack but right of its 50 mm field of view
+    assert axial_slice_for_point([low], outside) is None
+
+
+def test_level_anchors_prefer_the_canal_and_fall_back_to_the_foramina():
+    sagittal = make_series(20, SAGITTAL, (0.0, 0.0, 0.0), n=5, step=4.0)
+    row = {"series_id": 20, "slice_index": 2, "x": 10.0, "y": 10.0}
+    rows = [
+        {**row, "condition": "spinal_canal_stenosis", "level": "l1_l2"},
+        {**row, "condition": "left_neural_foraminal_narrowing", "level": "l1_l2", "slice_index": 0},
+        {**row, "condition": "left_neural_foraminal_narrowing", "level": "l2_l3", "slice_index": 0},
+        {**row, "condition": "right_neural_foraminal_narrowing", "level": "l2_l3", "slice_index": 4},
+    ]
+    anchors = level_anchors(rows, {"20": sagittal})
+    assert set(anchors) == {"l1_l2", "l2_l3"}
+    assert anchors["l1_l2"] == pytest.approx(sagittal.pixel_to_patient(2, 10, 10))
+    assert anchors["l2_l3"] == pytest.approx(sagittal.pixel_to_patient(2, 10, 10))  # mean of slices 0 and 4
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def test_point_errors_against_hand_computed_distances():
+    series = make_series(30, AXIAL, (0.0, 0.0, 0.0), n=5, step=4.0)  # 0.5 mm pixels, 4 mm slices
+    truth = pd.DataFrame(
+        {
+            "study_id": [1, 1, 1],
+            "series_id": [30, 30, 30],
+            "instance_number": [6, 6, 8],  # slice indices 2, 2, 3
+            "condition": [
+                "left_subarticular_stenosis",
+                "right_subarticular_stenosis",
+                "spinal_canal_stenosis",
+            ],
+            "level": ["l1_l2", "l1_l2", "l1_l2"],
+            "x": [10.0, 20.0, 5.0],
+            "y": [20.0, 20.0, 5.0],
+        }
+    )
+    located = pd.DataFrame(
+        {
+            "study_id": [1, 1],
+            "condition": ["left_subarticular_stenosis", "right_subarticular_stenosis"],
+            "level": ["l1_l2", "l1_l2"],
+            "series_id": [30, 30],
+            "instance_number": [6, 8],
+            "slice_index": [2, 3],
+            "x": [16.0, 20.0],
+            "y": [28.0, 20.0],
+            "confidence": [0.9, 0.8],
+        }
+    )
+    errors = point_errors(located, truth, {"30": series}).set_index("condition")
+    assert errors.loc["left_subarticular_stenosis", "error_mm"] == pytest.approx(5.0)  # 3-4-5 in 0.5 mm px
+    assert errors.loc["left_subarticular_stenosis", "slice_error"] == 0
+    assert errors.loc["right_subarticular_stenosis", "error_mm"] == pytest.approx(4.0)  # one 4 mm slice off
+    assert errors.loc["right_subarticular_stenosis", "slice_error"] == 1
+    assert not errors.loc["spinal_canal_stenosis", "located"]
+    assert math.isnan(errors.loc["spinal_canal_stenosis", "error_mm"])
+    summary = summarise_errors(errors.reset_index())
+    assert summary["n_points"] == 3 and summary["located_share"] == pytest.approx(2 / 3)
+    assert summary["median_mm"] == pytest.approx(4.5)
+    assert summary["p90_mm"] == pytest.approx(4.9)
+    assert summary["within_5mm_share"] == pytest.approx(2 / 3)  # the unlocated point counts as a miss
+    assert summary["mean_slice_error"] == pytest.approx(0.5) and summary["exact_slice_share"] == 0.5

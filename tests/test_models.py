@@ -1,0 +1,128 @@
+"""spinegrade.models: registry, conditioned head, pretrained weights (offline fallback, local files)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models import adapt_input_conv
+
+from spinegrade.errors import DataError
+from spinegrade.models import create_model, list_models
+from spinegrade.models import pretrained as pretrained_module
+from spinegrade.models.pretrained import PretrainedWeightsWarning, hub_offline, hub_reachable
+
+K = 5
+
+
+def _first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
+    return next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_registry_builds_every_family_with_k_input_channels(arch: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(arch, in_chans=K).eval()
+    assert _first_conv(model).in_channels == K
+    x = torch.rand(2, K, 64, 64)
+    level = torch.tensor([3, 3])
+    with torch.no_grad():
+        out = model(x, torch.tensor([0, 0]), level)
+        other = model(x, torch.tensor([1, 1]), level)
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
+    # The head knows the condition: the same crops graded as another condition give other logits.
+    assert not torch.allclose(out, other)
+
+
+def test_registry_has_the_required_names_and_passes_timm_names_through() -> None:
+    required = {"vgg16", "densenet121", "efficientnetv2_s", *(f"efficientnet_b{i}" for i in range(5))}
+    assert required <= set(list_models())
+    model = create_model("test_efficientnet", in_chans=3)
+    assert _first_conv(model).in_channels == 3
+    with pytest.raises(DataError, match="no_such_net"):
+        create_model("no_such_net", in_chans=3)
+
+
+def test_vgg_drops_its_224px_fully_connected_pre_logits() -> None:
+    model = create_model("vgg16", in_chans=3)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 20_000_000  # features only; timm's pre_logits alone would add 120M
+    assert model.num_features == 512
+
+
+@pytest.mark.parametrize("conditioning", ["film", "concat"])
+def test_level_changes_the_output_for_both_conditionings(conditioning: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", in_chans=3, conditioning=conditioning).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a = model(x, torch.tensor([2]), torch.tensor([0]))
+        b = model(x, torch.tensor([2]), torch.tensor([4]))
+    assert not torch.allclose(a, b)
+
+
+def test_model_standardises_its_input_with_the_stored_statistics() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", in_chans=3, mean=0.5, std=0.25).eval()
+    reference = create_model("test_efficientnet", in_chans=3).eval()
+    reference.load_state_dict(
+        {**model.state_dict(), "input_mean": torch.tensor(0.0), "input_std": torch.tensor(1.0)}
+    )
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.embed(x), reference.embed((x - 0.5) / 0.25), atol=1e-5)
+
+
+def test_offline_pretrained_warns_at_once_and_trains_from_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.warns(PretrainedWeightsWarning, match="no network"):
+        model = create_model("efficientnet_b0", in_chans=K, pretrained=True)
+    assert time.perf_counter() - started < 5
+    assert _first_conv(model).in_channels == K
+
+
+def test_unreachable_hub_is_detected_quickly_and_sets_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.perf_counter()
+    # A non-routable address: the connection can only time out.
+    assert not hub_reachable("10.255.255.1", 443, timeout=0.5)
+    assert time.perf_counter() - started < 2
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(pretrained_module, "hub_reachable", lambda: False)
+    assert hub_offline()
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_local_weights_are_loaded_and_the_first_conv_adapted(tmp_path) -> None:
+    torch.manual_seed(1)
+    source = timm.create_model("test_efficientnet", in_chans=3)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    for suffix in (".safetensors", ".pth"):
+        path = tmp_path / f"weights{suffix}"
+        if suffix == ".safetensors":
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
+        model = create_model("test_efficientnet", in_chans=K, weights=path)
+        loaded = model.backbone.state_dict()
+        assert torch.allclose(loaded["conv_stem.weight"], adapt_input_conv(K, state["conv_stem.weight"]))
+        assert torch.equal(loaded["blocks.0.0.conv_dw.weight"], state["blocks.0.0.conv_dw.weight"])
+
+
+class _NotWeights:
+    """An arbitrary object: unpickling it would run code, so weights_only loading must refuse it."""
+
+
+def test_pickled_or_missing_weight_files_are_refused(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _NotWeights()}, path)
+    with pytest.raises(DataError, match="evil.pth"):
+        create_model("test_efficientnet", in_chans=3, weights=path)
+    with pytest.raises(DataError, match="does not exist"):
+        create_model("test_efficientnet", in_chans=3, weights=tmp_path / "missing.safetensors")
