@@ -40,8 +40,7 @@ from spinegrade.localization.train import save_model as save_locator  # noqa: E4
 from spinegrade.models.classifier import create_model  # noqa: E402
 from spinegrade.prediction.grade import Ensemble  # noqa: E402
 from spinegrade.prediction.predict import STAGES, PredictionWarning, grade_study, load_priors, predict  # noqa: E402
-from spinegrade.prediction.predict import read_studies  # noqa: E402
-from spinegrade.prediction.studies import discover_studies  # noqa: E402
+from spinegrade.prediction.studies import discover_studies, read_study  # noqa: E402
 from spinegrade.training.checkpoint import save_model  # noqa: E402
 
 ARCH = "efficientnet_b0"
@@ -73,20 +72,22 @@ def stage_pass(data: Path, run: Path, locator_dir: Path, trace: bool) -> list[di
     locator = load_locator(locator_dir)
     priors, _ = load_priors(ensemble, data)
     out = []
-    for images in read_studies(discover_studies(data), workers=0):
+    for plan in discover_studies(data):
+        cpu, clock = time.process_time(), time.perf_counter()
         if trace:
             tracemalloc.start()
+        images = read_study(plan)
+        images.seconds = time.perf_counter() - clock
         result = grade_study(images, lambda s: locate_study(s, locator), ensemble, priors)
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         tracemalloc.stop()
-        out.append({**result.seconds, "peak_mb": peak / 2**20, "graded": int((result.grades["source"] == "model").sum())})
+        graded = int((result.grades["source"] == "model").sum())
+        out.append({**result.seconds, "cpu": time.process_time() - cpu, "peak_mb": peak / 2**20, "graded": graded})
     return out
 
 
 def traced_read_peak(data: Path) -> list[float]:
     """Peak traced allocation (MB) while each study is read."""
-    from spinegrade.prediction.studies import read_study
-
     peaks = []
     for plan in discover_studies(data):
         tracemalloc.start()
@@ -94,6 +95,7 @@ def traced_read_peak(data: Path) -> list[float]:
         peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
         tracemalloc.stop()
     return peaks
+
 
 
 def main() -> None:
@@ -132,6 +134,7 @@ def main() -> None:
         "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
         "seconds_per_study_median": statistics.median(total),
         "seconds_per_study_max": max(total),
+        "cpu_seconds_per_study_median": statistics.median(r["cpu"] for r in warm),
         "stage_seconds_median": medians,
         "stage_share": {s: medians[s] / sum(medians.values()) for s in STAGES},
         "first_study_seconds": sum(cold[s] for s in STAGES),

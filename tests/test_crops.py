@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from spinegrade.data.intensity import normalize
-from spinegrade.data.series import Series
+from scipy.ndimage import map_coordinates
 
 from spinegrade.crops.cache import CropCache, write_cache
+from spinegrade.crops.defaults import DEFAULT_CROP_MM
 from spinegrade.crops.extract import (
-    DEFAULT_CROP_MM,
     crop_25d,
     crops_for_points,
     label_to_pixel,
@@ -20,6 +19,8 @@ from spinegrade.crops.extract import (
     resolve_crop_mm,
 )
 from spinegrade.crops.folds import study_folds
+from spinegrade.data.intensity import normalize
+from spinegrade.data.series import Series
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITIONS, LEVELS
 
@@ -67,6 +68,20 @@ def test_dot_at_the_labelled_pixel_lands_at_the_crop_centre():
     weights = crop / crop.sum()
     grid = np.arange(32)
     assert (weights.sum(1) @ grid, weights.sum(0) @ grid) == pytest.approx((15.5, 15.5), abs=1e-6)
+
+
+def test_crops_equal_scipy_bilinear_interpolation_with_zero_padding():
+    rng = np.random.default_rng(1)
+    pixels = rng.random((6, 40, 50), dtype=np.float32)
+    series = make_series(pixels, spacing=(0.7, 0.9))
+    for index, x, y in [(0, 3.3, 37.8), (5, 49.6, -2.2), (2, 25.1, 19.7), (3, -30.0, 10.0)]:
+        crop = crop_25d(series, index, x, y, size_mm=30.0, out_px=24, k=3, pixels=pixels)
+        grid = np.arange(24) - 11.5
+        rows, cols = y + grid * 30 / 24 / 0.7, x + grid * 30 / 24 / 0.9
+        for j, slice_index in enumerate(np.clip([index - 1, index, index + 1], 0, 5)):
+            r, c = np.meshgrid(rows, cols, indexing="ij")
+            expected = map_coordinates(pixels[slice_index], [r, c], order=1, mode="grid-constant", cval=0.0)
+            assert np.allclose(crop[j], expected, atol=1e-5)
 
 
 def test_left_right_and_up_down_are_kept():

@@ -114,36 +114,49 @@ def test_an_interrupted_run_resumes_without_redoing_finished_studies(phantom, cl
     assert np.array_equal(cache.crops, clean.crops)
     assert cache.index.equals(clean.index)
 
+    # A damaged shard (e.g. from a full disk) is not trusted: its study is cropped again.
+    shard.write_bytes(shard.read_bytes()[:3000])
+    calls = count_calls(monkeypatch)
+    cache = run(phantom, out)
+    assert calls == [int(shard.stem)] and np.array_equal(cache.crops, clean.crops)
 
-def test_a_failing_study_is_listed_and_the_others_are_cached(phantom, labels, clean, tmp_path, monkeypatch):
+
+def test_failing_studies_are_listed_and_the_others_are_cached(phantom, labels, clean, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     shutil.copytree(phantom, data_dir)
-    bad = labels.iloc[-1]
-    folder = load_rsna(data_dir).series_folder(bad.study_id, bad.series_id)
-    originals = {f: f.read_bytes() for f in folder.iterdir()}
-    for file in originals:
+    data = load_rsna(data_dir)
+    corrupt = labels.iloc[-1]  # a series whose files are all garbage
+    folder = data.series_folder(corrupt.study_id, corrupt.series_id)
+    n_files = len(list(folder.iterdir()))
+    for file in folder.iterdir():
         file.write_bytes(b"not a dicom file at all" * 10)
+    missing = labels.iloc[0]  # a series folder that is not there
+    shutil.rmtree(data.series_folder(missing.study_id, missing.series_id))
+    assert corrupt.study_id != missing.study_id
     out = tmp_path / "cache"
     console = quiet()
     cache = run(data_dir, out, console=console, workers=2)  # through the process pool
     failed = pd.read_csv(out / "failed.csv")
-    assert failed[["study_id", "series_id"]].values.tolist() == [[bad.study_id, bad.series_id]]
-    assert failed["error"].str.len().gt(0).all()
-    assert "1 studies failed" in console.file.getvalue()
+    assert failed[["study_id", "series_id"]].values.tolist() == sorted(
+        [[corrupt.study_id, corrupt.series_id], [missing.study_id, missing.series_id]]
+    )
+    assert failed.set_index("series_id").loc[missing.series_id, "error"].endswith("is missing")
+    assert "2 studies failed" in console.file.getvalue()
     quirks = pd.read_csv(out / "warnings.csv")  # the reader's warnings about the skipped files are kept
-    assert len(quirks) == len(originals) and (quirks["series_id"] == bad.series_id).all()
-    kept = clean.index["study_id"] != bad.study_id
+    assert len(quirks) == n_files and (quirks["series_id"] == corrupt.series_id).all()
+    kept = ~clean.index["study_id"].isin([corrupt.study_id, missing.study_id])
     assert cache.index.equals(clean.index[kept].reset_index(drop=True))
     assert np.array_equal(cache.crops, clean.crops[kept.to_numpy()])
-    with pytest.raises(DataError, match=str(bad.study_id)):
+    with pytest.raises(DataError, match=str(missing.study_id)):
         run(data_dir, tmp_path / "strict", on_error="raise")
 
-    # Once the series is repaired, a re-run crops only that study and completes the cache.
-    for file, content in originals.items():
-        file.write_bytes(content)
+    # Once the data are repaired, a re-run crops only those studies and completes the cache.
+    for row in (corrupt, missing):
+        source = load_rsna(phantom).series_folder(row.study_id, row.series_id)
+        shutil.copytree(source, data.series_folder(row.study_id, row.series_id), dirs_exist_ok=True)
     calls = count_calls(monkeypatch)
     cache = run(data_dir, out)
-    assert calls == [bad.study_id]
+    assert sorted(calls) == sorted([corrupt.study_id, missing.study_id])
     assert pd.read_csv(out / "failed.csv").empty
     assert np.array_equal(cache.crops, clean.crops) and cache.index.equals(clean.index)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 
 
 def prepare_command(
@@ -22,7 +22,7 @@ def prepare_command(
         help="Crop side in mm per condition group, e.g. spinal=48,foraminal=40,subarticular=48 "
         f"(defaults: {', '.join(f'{g}={mm:g}' for g, mm in DEFAULT_CROP_MM.items())}).",
     ),
-    folds: int = typer.Option(5, "--folds", help="Study-level cross-validation folds."),
+    folds: int = typer.Option(DEFAULT_FOLDS, "--folds", help="Study-level cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0: min(4, CPU cores))."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache cut with other settings."),
@@ -31,8 +31,7 @@ def prepare_command(
 
     Example: spinegrade prepare data/phantom --out cache/
 
-    Interrupted runs resume where they stopped; studies that cannot be read are listed in
-    CACHE/failed.csv and skipped.
+    Interrupted runs resume; unreadable studies are listed in CACHE/failed.csv and skipped.
     """
     from spinegrade.crops.extract import parse_crop_mm
     from spinegrade.crops.prepare import prepare

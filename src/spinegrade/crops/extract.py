@@ -7,26 +7,18 @@ the same geometry and intensities at both times. Left and right conditions keep 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import map_coordinates
 
+from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
 from spinegrade.data.intensity import normalize
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITION_GROUPS, GROUP_OF_CONDITION
 
 if TYPE_CHECKING:
     from spinegrade.data.series import Series
-
-# Physical crop side per condition group (mm): enough context around a lumbar disc level to see the canal
-# (disc plus half of each adjacent vertebral body), the foramen with its pedicles, or the lateral recess.
-DEFAULT_CROP_MM: Final = {"spinal": 48.0, "foraminal": 40.0, "subarticular": 48.0}
-DEFAULT_K: Final = 5
-DEFAULT_SIZE: Final = 64
-# Per-series intensity scaling between these percentiles (recorded in the cache and the model runs).
-NORMALIZE_PERCENTILES: Final = (1.0, 99.0)
 
 
 def resolve_crop_mm(crop_mm: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -47,12 +39,10 @@ def parse_crop_mm(text: str) -> dict[str, float]:
     """'spinal=48,foraminal=40' -> {'spinal': 48.0, 'foraminal': 40.0, 'subarticular': <default>}."""
     given: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        group, sep, value = item.partition("=")
+        group, _, value = item.partition("=")
         try:
-            if not sep:
-                raise ValueError
             given[group.strip()] = float(value)
-        except ValueError:
+        except ValueError:  # also catches a missing '=' (empty value)
             raise DataError(f"crop size {item!r} is not GROUP=MM (e.g. spinal=48,foraminal=40)") from None
     return resolve_crop_mm(given)
 
@@ -94,16 +84,32 @@ def _sample(
     rows = y[:, None] + grid[None, :] * (size_mm / out_px / spacing[:, 0])[:, None]  # (N, S)
     cols = x[:, None] + grid[None, :] * (size_mm / out_px / spacing[:, 1])[:, None]  # (N, S)
     slices = np.clip(centre[:, None] + np.arange(k) - k // 2, 0, n_slices - 1)  # (N, k): ends repeat
-    shape = (len(centre), k, out_px, out_px)
-    coords = np.stack(
-        [
-            np.broadcast_to(slices[:, :, None, None], shape),
-            np.broadcast_to(rows[:, None, :, None], shape),
-            np.broadcast_to(cols[:, None, None, :], shape),
-        ]
-    ).reshape(3, -1)
-    out = map_coordinates(pixels, coords, order=1, mode="grid-constant", cval=0.0, prefilter=False)
-    return out.reshape(shape).astype(np.float32, copy=False)
+    # Bilinear interpolation is separable on this axis-aligned grid: along rows, then along columns.
+    strip = sum(  # (N, k, S, cols)
+        pixels[slices[:, :, None], index[:, None, :], :] * weight[:, None, :, None]
+        for index, weight in _taps(rows, pixels.shape[1])
+    )
+    crops = sum(
+        np.take_along_axis(strip, index[:, None, None, :], axis=3) * weight[:, None, None, :]
+        for index, weight in _taps(cols, pixels.shape[2])
+    )
+    return np.asarray(crops, dtype=np.float32).reshape(len(centre), k, out_px, out_px)
+
+
+def _taps(coords: np.ndarray, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two linear-interpolation taps (index, weight) of fractional `coords` on an axis of `length`.
+
+    Taps beyond the axis get weight 0 (zero padding); their index is clipped so that it can be gathered.
+    """
+    lower = np.floor(coords)
+    fraction = coords - lower
+    taps = []
+    for index, weight in ((lower, 1.0 - fraction), (lower + 1, fraction)):
+        inside = (index >= 0) & (index < length)
+        taps.append(
+            (np.clip(index, 0, length - 1).astype(np.intp), np.where(inside, weight, 0).astype(np.float32))
+        )
+    return taps
 
 
 def crop_25d(

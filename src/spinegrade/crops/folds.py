@@ -11,10 +11,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from spinegrade.crops.defaults import DEFAULT_FOLDS
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITION_GROUPS, GROUP_OF_CONDITION
-
-DEFAULT_FOLDS = 5
 
 
 def study_folds(labels: pd.DataFrame, n_folds: int = DEFAULT_FOLDS, seed: int = 0) -> pd.Series:

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -26,14 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import spinegrade
 from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_atomic, write_cache
-from spinegrade.crops.extract import (
-    DEFAULT_K,
-    DEFAULT_SIZE,
-    NORMALIZE_PERCENTILES,
-    crops_for_points,
-    resolve_crop_mm,
-)
-from spinegrade.crops.folds import DEFAULT_FOLDS, study_folds
+from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
+from spinegrade.crops.extract import crops_for_points, resolve_crop_mm
+from spinegrade.crops.folds import study_folds
 from spinegrade.data.series import read_series
 from spinegrade.data.tables import join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
@@ -96,7 +92,7 @@ def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
                 return False
             expected = _shard_arrays(rows)
             return all(np.array_equal(saved[key], expected[key]) for key in _KEYS)
-    except (OSError, ValueError, KeyError):  # truncated or foreign file: cut the study again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: cut it again
         return False
 
 
@@ -130,6 +126,8 @@ def _crop_study(job: StudyJob) -> StudyResult:
 
 def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Make `out` ours for these crop settings: refuse a cache cut with other settings unless overwrite."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; --out must be a folder for the crop cache")
     stale = False
     for file in (out / SHARDS_DIR / SETTINGS_FILE, out / META_FILE):
         if not file.is_file():
@@ -147,7 +145,7 @@ def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
         stale = stale or recorded != settings
     if stale:  # overwrite: drop the old cache's files (only those, nothing else in `out`)
         shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-        for name in (META_FILE, CROPS_FILE, INDEX_FILE, FAILED_FILE):
+        for name in (META_FILE, CROPS_FILE, INDEX_FILE, FAILED_FILE, WARNINGS_FILE):
             (out / name).unlink(missing_ok=True)
     (out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     write_atomic(out / SHARDS_DIR / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
@@ -166,6 +164,7 @@ def _run(jobs: list[StudyJob], workers: int, on_error: str, console: Console) ->
                 raise DataError(f"study {result.study_id}, series {series_id}: {error}")
             return result
 
+        workers = min(workers, len(jobs))
         if workers <= 1:
             for job in jobs:
                 yield done(_crop_study(job))

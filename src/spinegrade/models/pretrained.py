@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import warnings
 from pathlib import Path
@@ -31,14 +32,20 @@ class PretrainedWeightsWarning(UserWarning):
 
 
 def hub_reachable(host: str = HUB_HOST, port: int = HUB_PORT, timeout: float = 1.5) -> bool:
-    """Whether a TCP connection to host:port opens within `timeout` seconds (DNS included)."""
+    """Whether a TLS connection to host:port (certificate checked) opens within `timeout` s, DNS included.
+
+    TLS rather than TCP alone: sandboxes may accept any TCP connection without reaching the internet.
+    """
     result: list[bool] = []
 
     def connect() -> None:
         try:
-            with socket.create_connection((host, port), timeout=timeout):
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                ssl.create_default_context().wrap_socket(raw, server_hostname=host),
+            ):
                 result.append(True)
-        except OSError:
+        except OSError:  # includes DNS, TLS and certificate errors
             result.append(False)
 
     # getaddrinfo ignores socket timeouts, so the whole check runs in a thread we stop waiting for.

@@ -171,14 +171,11 @@ def prior_reference(index: pd.DataFrame, train_rows: np.ndarray, val_rows: np.nd
     return challenge_score(targets.merge(priors, on=["condition", "level"], how="left"))
 
 
-def _start_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> TrainConfig:
-    """Create run_dir (or check it for --resume) and write config.json and versions.json; returns the
-    config to use (on resume: the saved one)."""
+def _start_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Create run_dir, refusing one that holds a run, and write config.json and versions.json."""
     saved = run_dir / CONFIG
-    if resume and saved.is_file():
-        return TrainConfig.from_dict(json.loads(saved.read_text()))
     if rank_zero_only.rank != 0:  # a DDP worker re-running the command: rank 0 has prepared run_dir
-        return config
+        return
     taken = [p.name for p in (saved, run_dir / METRICS, run_dir / f"{BEST}.json") if p.exists()]
     if taken:
         raise DataError(
@@ -188,7 +185,6 @@ def _start_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> TrainCon
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(saved, asdict(config))
     write_json(run_dir / VERSIONS, versions())
-    return config
 
 
 def _model_info(
@@ -314,10 +310,14 @@ def train_run(
     if resume and (run_dir / VAL_SCORE).is_file():
         console.print(f"{run_dir}: finished before, skipped")
         return json.loads((run_dir / VAL_SCORE).read_text())
-    config = _start_run_dir(run_dir, config, resume)
     last = run_dir / f"{LAST}.ckpt"
-    method = config.method
+    resuming = resume and (run_dir / CONFIG).is_file()
+    if resuming:
+        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
     train_rows, val_rows = fold_rows(cache, config.fold)
+    if not resuming:
+        _start_run_dir(run_dir, config)
+    method = config.method
     pl.seed_everything(config.seed, workers=True, verbose=False)
     train_labels, val_labels = Labels.of_rows(cache, train_rows), Labels.of_rows(cache, val_rows)
     mean, std = input_stats(cache.crops, train_rows, config.seed)
@@ -380,7 +380,10 @@ def train_run(
     with quiet_lightning():
         trainer = _trainer(config, run_dir, callbacks, config.epochs)
         trainer.fit(
-            module, datamodule=data, ckpt_path=last if resume and last.is_file() else None, weights_only=True
+            module,
+            datamodule=data,
+            ckpt_path=last if resuming and last.is_file() else None,
+            weights_only=True,
         )
         if not trainer.is_global_zero:
             return {}

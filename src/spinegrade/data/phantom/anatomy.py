@@ -86,6 +86,11 @@ class Anatomy:
         return self.canal_v - 3.0 * self.scale
 
     @property
+    def recess_axes(self) -> tuple[float, float]:
+        """Semi-axes (lateral, AP) of a normal lateral recess."""
+        return 4.5 * self.scale, 3.5 * self.scale
+
+    @property
     def foramen_u(self) -> float:
         return 20.0 * self.scale
 
@@ -93,35 +98,35 @@ class Anatomy:
     def foramen_v(self) -> float:
         # Just behind the posterolateral corner of the disc, as on a parasagittal slice.
         back = self.body_d * (1.0 - (self.foramen_u / self.body_w) ** 3) ** (1.0 / 3.0)
-        return back + 4.5 * self.scale
+        return back + 0.9 * self.foramen_axes[1]
+
+    @property
+    def foramen_axes(self) -> tuple[float, float, float]:
+        """Semi-axes (lateral, AP, craniocaudal) of a normal foramen."""
+        return 5.5 * self.scale, 5.0 * self.scale, 9.0 * self.scale
 
     @property
     def foramen_ds(self) -> float:
         return 3.0 * self.scale  # the foramen's centre lies a little above the disc centre
 
-    # ---- coordinates -------------------------------------------------------------------------------------
-    def _curve(
-        self, x: np.ndarray, y: np.ndarray, z: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Straight anatomy-frame coordinates -> curved spine coordinates (u, v, s)."""
-        dy = self.radius - y
-        return x, self.radius - np.hypot(dy, z), self.radius * np.arctan2(z, dy)
+    def lumen_radius(self, condition: str) -> float:
+        """Smallest semi-axis of the normal open space at a condition's target (what a lesion narrows)."""
+        if condition == "spinal_canal_stenosis":
+            return self.canal_ap
+        return self.foramen_axes[1] if "foraminal" in condition else self.recess_axes[1]
 
-    def _straight(self, points: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Patient points (..., 3) -> anatomy-frame coordinates x, y, z (component by component: a
-        (N, 3) @ (3, 3) matmul is many times slower)."""
-        p = np.asarray(points, dtype=dtype)
-        d = [p[..., i] - dtype(self.origin[i]) for i in range(3)]
-        r = self.rotation.astype(dtype)
+    # ---- coordinates -------------------------------------------------------------------------------------
+    def _straight(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patient points (..., 3) -> float32 anatomy-frame coordinates x, y, z, component by component
+        (an (N, 3) @ (3, 3) matmul is many times slower)."""
+        p = np.asarray(points, dtype=np.float32)
+        d = [p[..., i] - np.float32(self.origin[i]) for i in range(3)]
+        r = self.rotation.astype(np.float32)
         x, y, z = (d[0] * r[0, i] + d[1] * r[1, i] + d[2] * r[2, i] for i in range(3))
         return x, y, z
 
-    def to_local(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Patient points (..., 3) -> curved spine coordinates (u, v, s)."""
-        return self._curve(*self._straight(points, np.float64))
-
     def to_patient(self, u: np.ndarray | float, v: np.ndarray | float, s: np.ndarray | float) -> np.ndarray:
-        """Curved spine coordinates -> patient points (..., 3); the inverse of `to_local`."""
+        """Curved spine coordinates -> patient points (..., 3); `tissue` does the inverse per pixel."""
         u, v, s = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (u, v, s)))
         phi, d = s / self.radius, self.radius - v
         q = np.stack([u, self.radius - d * np.cos(phi), d * np.sin(phi)], axis=-1)
@@ -139,9 +144,12 @@ class Anatomy:
 
     # ---- tissue ------------------------------------------------------------------------------------------
     def tissue(self, points: np.ndarray) -> np.ndarray:
-        """Tissue code (uint8) at each patient point (..., 3); float32 arithmetic for speed."""
+        """Tissue code (uint8) at each patient point (..., 3); float32 arithmetic for speed.
+
+        Patient -> straight anatomy frame (x, y, z) -> curved frame: v = R - |(R - y, z)|, s = R * angle.
+        """
         shape = points.shape[:-1]
-        x, y, z = (c.ravel() for c in self._straight(points, np.float32))
+        x, y, z = (c.ravel() for c in self._straight(points))
         labels = self._trunk(x, y)
         dy = self.radius - y
         v = self.radius - np.hypot(dy, z)
@@ -210,7 +218,7 @@ class Anatomy:
         # lesion first, then the narrowed lumen as CSF, so what the narrowing takes shows as lesion.
         at_disc = np.exp(-0.5 * (ds / (half_h + 2.0 * k)) ** 4)
         cv, du, dv = v - self.canal_v, au - self.recess_u, v - self.recess_v
-        ru, rv = 4.5 * k, 3.5 * k
+        ru, rv = self.recess_axes
         bony = ((u / (self.canal_w + 2.5 * k)) ** 2 + (cv / (self.canal_ap + 2.0 * k)) ** 2 < 1.0) | (
             (du / (ru + k)) ** 2 + (dv / (rv + k)) ** 2 < 1.0
         )
@@ -238,7 +246,7 @@ class Anatomy:
         # Foramina: a fat-filled keyhole with the exiting root in its upper part; narrowing comes from the
         # disc (front, below), so the open part shrinks and moves back and up.
         fu, fv, fs = au - self.foramen_u, v - self.foramen_v, ds - self.foramen_ds
-        a_u, a_v, a_s = 5.5 * k, 5.0 * k, 9.0 * k
+        a_u, a_v, a_s = self.foramen_axes
         foramen = np.where(
             u > 0.0,
             narrow[CONDITIONS.index("left_neural_foraminal_narrowing")],

@@ -98,16 +98,7 @@ def write_phantom(
     }
     _prepare(out, config, overwrite)
 
-    uid_entropy = f"{PHANTOM_FORMAT}/{PHANTOM_VERSION}/{seed}/{size}"
-    ids = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).choice(
-        STUDY_ID_RANGE[1] - STUDY_ID_RANGE[0], studies + n_test, replace=False
-    )
-    specs = [
-        make_study(
-            seed, i, int(study_id) + STUDY_ID_RANGE[0], "train" if i < studies else "test", size, uid_entropy
-        )
-        for i, study_id in enumerate(ids)
-    ]
+    specs = phantom_studies(studies, seed, size=size, test_studies=n_test)
     todo = [s for s in specs if not _study_dir(out, s).is_dir()]
     files = _render(out, specs, todo, workers, progress)
     _write_tables(out, specs)
@@ -122,6 +113,23 @@ def write_phantom(
         files=files,
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def phantom_studies(studies: int, seed: int, *, size: int, test_studies: int) -> list[PhantomStudy]:
+    """The specs (labels, anatomy, geometry, ids; no pixels) of every study write_phantom writes.
+
+    Train studies come first, then test studies; this is how tests and tools get at the ground truth.
+    """
+    uid_entropy = f"{PHANTOM_FORMAT}/{PHANTOM_VERSION}/{seed}/{size}"
+    ids = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).choice(
+        STUDY_ID_RANGE[1] - STUDY_ID_RANGE[0], studies + test_studies, replace=False
+    )
+    return [
+        make_study(
+            seed, i, int(study_id) + STUDY_ID_RANGE[0], "train" if i < studies else "test", size, uid_entropy
+        )
+        for i, study_id in enumerate(ids)
+    ]
 
 
 def _check_arguments(studies: int, seed: int, size: int, test_studies: int, workers: int) -> None:
@@ -193,9 +201,13 @@ def _render(
         # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would copy half-way.
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_write_study, out, study) for study in todo]
-            for future in as_completed(futures):
-                files += future.result()
-                bar.advance(task)
+            try:
+                for future in as_completed(futures):
+                    files += future.result()
+                    bar.advance(task)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # fail (or stop on Ctrl-C) now, not after the queue
+                raise
     return files
 
 

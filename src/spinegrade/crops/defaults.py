@@ -1,0 +1,14 @@
+"""Default crop settings, kept apart so that the CLI can show them without importing numpy and pandas."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Physical crop side per condition group (mm): enough context around a lumbar disc level to see the canal
+# (disc plus half of each adjacent vertebral body), the foramen with its pedicles, or the lateral recess.
+DEFAULT_CROP_MM: Final = {"spinal": 48.0, "foraminal": 40.0, "subarticular": 48.0}
+DEFAULT_K: Final = 5  # neighbouring slices per crop
+DEFAULT_SIZE: Final = 64  # crop side in pixels (CPU); 128+ on a GPU
+DEFAULT_FOLDS: Final = 5
+# Per-series intensity scaling between these percentiles (recorded in the cache and the model runs).
+NORMALIZE_PERCENTILES: Final = (1.0, 99.0)

@@ -1,0 +1,118 @@
+"""spinegrade.training.imbalance: method parsing, class weights, oversampling weights, SMOTE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+from spinegrade.errors import DataError
+from spinegrade.training.imbalance import (
+    Imbalance,
+    class_weights,
+    oversample_weights,
+    parse_imbalance,
+    parse_imbalance_list,
+    smote_resample,
+)
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION
+
+
+def test_methods_combine_with_plus_and_compare_with_commas() -> None:
+    assert parse_imbalance("class-weights+smote") == Imbalance(class_weights=True, sampler="smote")
+    assert parse_imbalance("oversample") == Imbalance(sampler="oversample")
+    assert parse_imbalance("none") == Imbalance()
+    assert parse_imbalance("class-weights+oversample").name == "class-weights+oversample"
+    listed = parse_imbalance_list("none,class-weights,smote,class-weights+smote")
+    assert [m.name for m in listed] == ["none", "class-weights", "smote", "class-weights+smote"]
+    for bad in ("smote+oversample", "none+smote", "focal", "class-weights+class-weights", ""):
+        with pytest.raises(DataError):
+            parse_imbalance(bad)
+
+
+def test_balanced_class_weights_follow_n_over_k_count() -> None:
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    # n / (k * count) with n = 10, k = 3
+    assert np.allclose(class_weights(y, "balanced"), [10 / 18, 10 / 9, 10 / 3])
+    # A class missing from the training fold gets weight 1 (it never meets the loss).
+    assert np.allclose(class_weights(np.array([0, 0, 1]), "balanced"), [3 / 6, 3 / 3, 1.0])
+
+
+def test_challenge_class_weights_are_the_scores_sample_weights() -> None:
+    y = np.array([0] * 50 + [1] * 3)
+    assert class_weights(y, "challenge").tolist() == [1.0, 2.0, 4.0]
+    with pytest.raises(DataError, match="unknown"):
+        class_weights(y, "inverse")
+
+
+def test_class_weights_depend_on_the_training_rows_only() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.choice(3, size=300, p=[0.7, 0.2, 0.1])
+    val_a = rng.choice(3, size=100, p=[0.7, 0.2, 0.1])
+    val_b = np.full(100, 2)  # a validation fold of another class distribution
+    weights = class_weights(train, "balanced")
+    # What the training code calls: the weights of the training fold whatever the validation fold holds.
+    for val in (val_a, val_b):
+        rows = np.concatenate([train, val])
+        fold = np.r_[np.zeros(len(train)), np.ones(len(val))]
+        assert np.allclose(class_weights(rows[fold == 0], "balanced"), weights)
+    assert not np.allclose(class_weights(np.concatenate([train, val_b]), "balanced"), weights)
+
+
+def test_oversampler_draws_minority_classes_as_often_as_the_majority() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    condition = rng.integers(0, len(CONDITIONS), n)
+    severity = rng.choice(3, size=n, p=[0.8, 0.15, 0.05])
+    weights = oversample_weights(severity, condition)
+    sampler = WeightedRandomSampler(
+        torch.as_tensor(weights), num_samples=30000, generator=torch.Generator().manual_seed(0)
+    )
+    drawn = np.fromiter(sampler, dtype=np.int64)
+    share = np.bincount(severity[drawn], minlength=3) / len(drawn)
+    assert np.allclose(share, 1 / 3, atol=0.03)  # was 0.80 / 0.15 / 0.05
+    condition_share = np.bincount(condition[drawn], minlength=5) / len(drawn)
+    assert np.allclose(condition_share, np.bincount(condition, minlength=5) / n, atol=0.02)
+
+
+def _on_some_segment(point: np.ndarray, rows: np.ndarray, tol: float = 1e-4) -> bool:
+    """Whether `point` lies on a segment between two of `rows` (n, d)."""
+    i, j = np.triu_indices(len(rows), k=1)
+    a, ab = rows[i], rows[j] - rows[i]
+    t = np.einsum("pd,pd->p", point - a, ab) / np.maximum(np.einsum("pd,pd->p", ab, ab), 1e-12)
+    residual = np.abs(a + t[:, None] * ab - point).max(axis=1)
+    return bool(np.any((t >= -tol) & (t <= 1 + tol) & (residual < tol)))
+
+
+def test_smote_adds_only_points_between_training_rows_of_one_class_and_group() -> None:
+    rng = np.random.default_rng(0)
+    n, d = 120, 4
+    condition = rng.integers(0, len(CONDITIONS), n)
+    level = rng.integers(0, 5, n)
+    severity = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    x = rng.normal(size=(n, d)) + severity[:, None] * 3.0
+    out = smote_resample(x, severity, condition, level, seed=0)
+
+    assert out.n_real == n and out.n_synthetic > 0
+    # The training rows come first and unchanged.
+    assert np.array_equal(out.x[:n], x)
+    assert np.array_equal(out.severity[:n], severity)
+    group = np.array([GROUP_OF_CONDITION[c] for c in CONDITIONS])
+    for i in range(n, len(out.x)):
+        same = np.flatnonzero((severity == out.severity[i]) & (group[condition] == group[out.condition[i]]))
+        assert _on_some_segment(out.x[i], x[same]), i
+    assert set(out.level[n:]) <= set(range(5))
+    # Each group's minority classes were grown to its majority class.
+    for g in set(group):
+        in_group = group[out.condition] == g
+        counts = np.bincount(out.severity[in_group], minlength=3)
+        assert counts.min() == counts.max()
+
+
+def test_smote_leaves_a_class_with_a_single_row_alone() -> None:
+    x = np.arange(20, dtype=np.float64).reshape(10, 2)
+    severity = np.array([0] * 6 + [1] * 3 + [2])
+    condition = np.zeros(10, dtype=np.int64)
+    out = smote_resample(x, severity, condition, np.zeros(10, dtype=np.int64), seed=0)
+    assert np.bincount(out.severity, minlength=3).tolist() == [6, 6, 1]

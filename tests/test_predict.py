@@ -1,0 +1,333 @@
+"""spinegrade predict: submission rows and order, priors for what cannot be graded, damaged studies, several
+axial series, ensembles and TTA. Tiny untrained models (built with the training and locator code, saved
+as runs) on a tiny phantom: the numbers are meaningless, the plumbing is what is checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from spinegrade.crops.extract import DEFAULT_CROP_MM, label_to_pixel
+from spinegrade.data.phantom import write_phantom
+from spinegrade.data.tables import labels_long, read_label_coordinates, read_train_labels
+from spinegrade.evaluation.priors import level_priors
+from spinegrade.evaluation.score import score_submission
+from spinegrade.localization.locate import LOCATION_COLUMNS, load_locator, locate_study
+from spinegrade.localization.model import LocatorSettings, build_net
+from spinegrade.localization.targets import TASKS
+from spinegrade.localization.train import model_info
+from spinegrade.localization.train import save_model as save_locator
+from spinegrade.models.classifier import create_model
+from spinegrade.prediction.grade import Ensemble, find_runs
+from spinegrade.prediction.predict import PredictionWarning, grade_study, load_priors, predict
+from spinegrade.prediction.studies import discover_studies, read_study
+from spinegrade.training.augment import side_flip
+from spinegrade.training.checkpoint import save_model
+from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS
+
+ARCH = "resnet10t"
+
+
+def make_run(path: Path, seed: int, *, priors: pd.DataFrame | None = None) -> Path:
+    """An untrained classifier saved as a run (best.safetensors + best.json) with 3 x 32 px crops."""
+    torch.manual_seed(seed)
+    path.mkdir(parents=True)
+    settings = {"conditioning": "film", "mean": 0.3, "std": 0.2}
+    info = {"arch": ARCH, "in_chans": 3, "k": 3, "size": 32, "crop_mm": DEFAULT_CROP_MM, "model": settings}
+    if priors is not None:
+        info["priors"] = priors.to_dict("records")
+    save_model(path, "best", create_model(ARCH, in_chans=3, **settings), info)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("predict")
+    data = root / "phantom"
+    write_phantom(data, 2, 0, size=64, test_studies=3, workers=1, progress=False)
+    locator = root / "locator"
+    locator.mkdir()
+    torch.manual_seed(0)
+    settings = LocatorSettings(size=64, depth=8, decoder_channels=16)
+    for task in TASKS:
+        save_locator(locator, task, build_net(task, settings), model_info(task, settings, 0))
+    runs = root / "runs"
+    make_run(runs / "fold0", 0)
+    make_run(runs / "fold1", 1)
+    return {"data": data, "locator": locator, "runs": runs, "run0": runs / "fold0", "run1": runs / "fold1"}
+
+
+@pytest.fixture
+def data(setup: dict[str, Path], tmp_path: Path) -> Path:
+    """A private copy of the phantom, free to damage."""
+    return Path(shutil.copytree(setup["data"], tmp_path / "data"))
+
+
+def descriptions(data: Path) -> pd.DataFrame:
+    return pd.read_csv(data / "test_series_descriptions.csv")
+
+
+def series_of(data: Path, kind: str, study: int | None = None) -> tuple[int, Path]:
+    """(study_id, folder) of the first series of `kind` (in `study` when given)."""
+    d = descriptions(data)
+    row = d[(d["series_description"] == kind) & ((d["study_id"] == study) if study else True)].iloc[0]
+    return int(row.study_id), data / "test_images" / str(row.study_id) / str(row.series_id)
+
+
+def run_predict(data: Path, setup: dict[str, Path], **kw) -> tuple[pd.DataFrame, object]:
+    out = data.parent / "out" / "submission.csv"
+    summary = predict(data, [setup["run0"]], setup["locator"], out, progress=False, **kw)
+    return pd.read_csv(out), summary
+
+
+def study_json(summary, study_id: int) -> dict:
+    return json.loads((summary.details / f"{study_id}.json").read_text())
+
+
+def weighted_priors(data: Path) -> pd.DataFrame:
+    return level_priors(labels_long(read_train_labels(data / "train.csv")), weighted=True)
+
+
+def test_rows_follow_the_sample_submission_order(data: Path, setup: dict[str, Path]) -> None:
+    sample = pd.read_csv(data / "sample_submission.csv")
+    shuffled = sample.sample(frac=1.0, random_state=0)
+    shuffled.to_csv(data / "sample_submission.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)  # the untrained locator misses some points
+        submission, summary = run_predict(data, setup)
+    assert list(submission.columns) == ["row_id", *SEVERITIES]
+    assert submission["row_id"].tolist() == shuffled["row_id"].tolist()
+    studies = submission["row_id"].str.partition("_")[0]
+    assert studies.value_counts().eq(25).all() and studies.nunique() == 3
+    probs = submission[list(SEVERITIES)].to_numpy()
+    assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    truth = read_train_labels(data / "phantom_truth" / "test.csv")
+    assert np.isfinite(score_submission(truth, submission)["score"])
+    for study_id in studies.astype(int).unique():
+        details = study_json(summary, study_id)
+        assert len(details["grades"]) == 25 and details["points"]
+        assert {"series_id", "instance_number", "x", "y", "confidence"} <= set(details["points"][0])
+        assert any(g["source"] == "model" for g in details["grades"])
+    assert not list(summary.submission.parent.glob("*.tmp"))
+
+
+def test_without_sample_rows_come_study_by_study_in_the_real_order(
+    data: Path, setup: dict[str, Path]
+) -> None:
+    expected = pd.read_csv(data / "sample_submission.csv")["row_id"].tolist()  # the real file's order
+    (data / "sample_submission.csv").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        submission, _ = run_predict(data, setup)
+    order = descriptions(data)["study_id"].drop_duplicates().tolist()
+    assert submission["row_id"].str.partition("_")[0].astype(int).drop_duplicates().tolist() == order
+    assert sorted(submission["row_id"]) == sorted(expected)
+    suffix = [r.partition("_")[2] for r in expected[:25]]
+    for start in range(0, len(submission), 25):
+        assert submission["row_id"].iloc[start : start + 25].str.partition("_")[2].tolist() == suffix
+
+
+def test_missing_series_type_gets_priors_and_a_warning(data: Path, setup: dict[str, Path]) -> None:
+    study_id, folder = series_of(data, "Sagittal T1")
+    shutil.rmtree(folder)
+    d = descriptions(data)
+    d[d["series_id"].astype(str) != folder.name].to_csv(data / "test_series_descriptions.csv", index=False)
+    with pytest.warns(PredictionWarning, match=f"study {study_id} has no readable Sagittal T1"):
+        submission, summary = run_predict(data, setup)
+    priors = weighted_priors(data).set_index(["condition", "level"])
+    rows = submission.set_index("row_id")
+    for condition, level in TARGETS:
+        if condition.endswith("neural_foraminal_narrowing"):
+            got = rows.loc[f"{study_id}_{condition}_{level}", list(SEVERITIES)].to_numpy(np.float64)
+            np.testing.assert_allclose(got, priors.loc[(condition, level)].to_numpy(np.float64))
+    assert study_id in summary.studies_with_priors()
+    assert "train.csv" in summary.prior_source
+    sources = pd.DataFrame(study_json(summary, study_id)["grades"]).groupby("condition")["source"].agg(set)
+    assert sources["left_neural_foraminal_narrowing"] == {"prior"}
+    assert "model" in sources["spinal_canal_stenosis"]
+
+
+def test_one_corrupt_file_is_skipped_and_reported(data: Path, setup: dict[str, Path]) -> None:
+    study_id, folder = series_of(data, "Sagittal T2/STIR")
+    damaged = sorted(folder.iterdir())[0]
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        submission, summary = run_predict(data, setup)
+    notes = [p for p in summary.problems if p.study_id == study_id and p.kind == "series_warning"]
+    assert notes and damaged.name in notes[0].message
+    spinal = pd.DataFrame(study_json(summary, study_id)["grades"]).query(
+        "condition == 'spinal_canal_stenosis'"
+    )
+    assert "model" in set(spinal["source"])
+    assert len(submission) == 75
+
+
+def test_unreadable_series_and_empty_study_folder_get_priors(data: Path, setup: dict[str, Path]) -> None:
+    # No descriptions file: studies are the folders, series types come from the DICOM headers.
+    study_a, folder = series_of(data, "Axial T2")
+    for file in folder.iterdir():
+        file.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    (data / "test_series_descriptions.csv").unlink()
+    (data / "sample_submission.csv").unlink()
+    empty = data / "test_images" / "123456"
+    empty.mkdir()
+    with pytest.warns(PredictionWarning) as caught:
+        submission, summary = run_predict(data, setup)
+    messages = [str(w.message) for w in caught]
+    assert any("study 123456 has no readable Sagittal T1" in m for m in messages)
+    assert any(f"study {study_a} has no readable Axial T2" in m for m in messages)
+    assert len(submission) == 4 * 25
+    priors = weighted_priors(data)
+    rows = submission[submission["row_id"].str.startswith("123456_")].set_index("row_id")
+    expected = priors.assign(row_id="123456_" + priors["condition"] + "_" + priors["level"]).set_index(
+        "row_id"
+    )
+    np.testing.assert_allclose(rows[list(SEVERITIES)], expected.loc[rows.index, list(SEVERITIES)])
+    reasons = summary.studies_with_priors()
+    assert {123456, study_a} <= set(reasons)
+    assert any("pixel data" in r or "corrupt" in r or "no DICOM image" in r for r in reasons[study_a])
+    others = [
+        s
+        for s in submission["row_id"].str.partition("_")[0].astype(int).unique()
+        if s not in (123456, study_a)
+    ]
+    assert all(any(g["source"] == "model" for g in study_json(summary, s)["grades"]) for s in others)
+
+
+def test_several_axial_series_all_reach_the_locator(data: Path, setup: dict[str, Path]) -> None:
+    study_id, folder = series_of(data, "Axial T2")
+    second = folder.with_name("999")
+    second.mkdir()
+    files = sorted(folder.iterdir(), key=lambda p: int(p.stem))
+    for file in files[len(files) // 2 :]:
+        file.rename(second / file.name)
+    d = descriptions(data)
+    extra = pd.DataFrame({"study_id": [study_id], "series_id": [999], "series_description": ["Axial T2"]})
+    pd.concat([d, extra]).to_csv(data / "test_series_descriptions.csv", index=False)
+    plan = next(p for p in discover_studies(data) if p.study_id == study_id)
+    images = read_study(plan)
+    assert sorted(s.series_id for s in images.series_by_type["Axial T2"]) == sorted([folder.name, "999"])
+    seen = []
+    locator = load_locator(setup["locator"])
+
+    def locate(series_by_type):
+        seen.append([s.series_id for s in series_by_type["Axial T2"]])
+        return locate_study(series_by_type, locator)
+
+    ensemble = Ensemble.load([setup["run0"]])
+    result = grade_study(images, locate, ensemble, weighted_priors(data))
+    assert sorted(seen[0]) == sorted([folder.name, "999"])
+    assert len(result.rows()) == 25
+    assert np.allclose(result.grades[list(SEVERITIES)].sum(axis=1), 1.0)
+
+
+def truth_locator(data: Path):
+    """A locator that returns the phantom's true points (in the read series' pixel grid)."""
+    truth = read_label_coordinates(data / "phantom_truth" / "test_label_coordinates.csv")
+
+    def locate(series_by_type):
+        by_id = {s.series_id: s for group in series_by_type.values() for s in group}
+        rows = truth[truth["series_id"].astype(str).isin(by_id)]
+        located = [
+            (
+                r.condition,
+                r.level,
+                r.series_id,
+                r.instance_number,
+                *label_to_pixel(by_id[str(r.series_id)], r.instance_number, r.x, r.y),
+                1.0,
+            )
+            for r in rows.itertuples()
+        ]
+        frame = pd.DataFrame(
+            located,
+            columns=[
+                "condition",
+                "level",
+                "series_id",
+                "instance_number",
+                "slice_index",
+                "x",
+                "y",
+                "confidence",
+            ],
+        )
+        return frame[list(LOCATION_COLUMNS)]
+
+    return locate
+
+
+def test_ensemble_averages_runs_and_tta_is_side_symmetric(setup: dict[str, Path]) -> None:
+    data = setup["data"]
+    assert find_runs([setup["runs"]]) == [setup["run0"], setup["run1"]]
+    images = read_study(discover_studies(data)[0])
+    priors = weighted_priors(data)
+    locate = truth_locator(data)
+    both = grade_study(images, locate, Ensemble.load([setup["runs"]]), priors)
+    assert set(both.grades["source"]) == {"model"}
+    singles = [
+        grade_study(images, locate, Ensemble.load([setup[r]]), priors).grades for r in ("run0", "run1")
+    ]
+    mean = (singles[0][list(SEVERITIES)].to_numpy() + singles[1][list(SEVERITIES)].to_numpy()) / 2
+    np.testing.assert_allclose(both.grades[list(SEVERITIES)].to_numpy(), mean, atol=1e-6)
+
+    ensemble = Ensemble.load([setup["run0"]], tta=True)
+    spec = ensemble.specs[0]
+    rng = np.random.default_rng(0)
+    crops = rng.random((len(CONDITIONS), spec.k, spec.size, spec.size), dtype=np.float32)
+    points = pd.DataFrame({"condition": list(CONDITIONS), "level": ["l4_l5"] * len(CONDITIONS)})
+    flipped, mirrored = side_flip(
+        torch.from_numpy(crops),
+        torch.arange(len(CONDITIONS)),
+        torch.ones(len(CONDITIONS), dtype=torch.bool),
+    )
+    mirrored_points = points.assign(condition=[CONDITIONS[i] for i in mirrored.tolist()])
+    direct = ensemble.predict({spec: crops}, points)
+    mirror = ensemble.predict({spec: flipped.numpy()}, mirrored_points)
+    np.testing.assert_allclose(direct, mirror, atol=1e-5)
+    plain = Ensemble.load([setup["run0"]]).predict({spec: crops}, points)
+    assert not np.allclose(direct, plain)
+
+
+def test_priors_come_from_the_runs_then_train_csv_then_uniform(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    data = setup["data"]
+    stored = weighted_priors(data).assign(normal_mild=0.5, moderate=0.3, severe=0.2)
+    run = make_run(tmp_path / "with_priors", 2, priors=stored)
+    priors, source = load_priors(Ensemble.load([run]), data)
+    assert "best.json" in source
+    np.testing.assert_allclose(priors[list(SEVERITIES)].to_numpy(), [[0.5, 0.3, 0.2]] * 25)
+    priors, source = load_priors(Ensemble.load([setup["run0"]]), data)
+    pd.testing.assert_frame_equal(priors, weighted_priors(data))
+    priors, source = load_priors(Ensemble.load([setup["run0"]]), tmp_path)
+    assert source.startswith("uniform") and np.allclose(priors[list(SEVERITIES)].to_numpy(), 1 / 3)
+
+
+def test_cli_writes_submission_details_and_figures(data: Path, setup: dict[str, Path]) -> None:
+    from spinegrade.prediction.commands import predict_command
+    import typer
+
+    app = typer.Typer()
+    app.command()(predict_command)
+    out = data.parent / "cli" / "sub.csv"
+    details = data.parent / "details"
+    args = [str(data), "--runs", str(setup["run0"]), str(setup["run1"]), "--locator", str(setup["locator"])]
+    args += ["--out", str(out), "--details", str(details), "--figures", "--tta"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 75
+    assert len(list(details.glob("*.json"))) == 3
+    pngs = list((details / "figures").glob("*.png"))
+    assert len(pngs) == 9 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0 and "3 resumed" in again.output

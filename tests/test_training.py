@@ -1,0 +1,230 @@
+"""spinegrade.training: augmentation, tiny training runs (run files, load_run, resume, SMOTE, comparison)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import typer
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from spinegrade.crops.cache import CropCache, write_cache
+from spinegrade.errors import DataError
+from spinegrade.training import module as module_lib
+from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
+from spinegrade.training.checkpoint import load_run
+from spinegrade.training.commands import train_command
+from spinegrade.training.datamodule import fold_rows
+from spinegrade.training.imbalance import class_weights
+from spinegrade.training.module import run_model
+from spinegrade.training.runs import TrainConfig
+from spinegrade.training.train import train, train_run
+from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS
+
+K, SIZE, STUDIES = 3, 24, 12
+RUN_FILES = (
+    "config.json",
+    "versions.json",
+    "metrics.csv",
+    "best.safetensors",
+    "best.json",
+    "val_predictions.csv",
+    "val_score.json",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and are not slowed down by a busy machine's other threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> CropCache:
+    """A crop cache (brief's format 4) whose severity is drawn as a bright disc: bigger = more severe.
+
+    Fold 0 (validation in these tests) has mostly severe rows, the other folds mostly normal ones, so
+    statistics leaking from validation into training would show.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(STUDIES):
+        fold = s % 3
+        p = [0.2, 0.2, 0.6] if fold == 0 else [0.6, 0.25, 0.15]
+        rows += [(1000 + s, c, lv, 7, 1, 5.0, 6.0, rng.choice(3, p=p), fold) for c, lv in TARGETS]
+    columns = ["study_id", "condition", "level", "series_id", "instance_number", "x", "y", "severity", "fold"]
+    index = pd.DataFrame(rows, columns=columns)
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    radius = np.array([0.0, SIZE / 6, SIZE / 3])[index["severity"].to_numpy()]
+    disc = np.hypot(yy, xx)[None] < radius[:, None, None]
+    crops = rng.normal(0.3, 0.08, size=(len(index), K, SIZE, SIZE)) + 0.5 * disc[:, None]
+    meta = {"k": K, "size": SIZE, "crop_mm": {"spinal": 48.0}, "normalize": "test", "n_folds": 3, "seed": 0}
+    path = tmp_path_factory.mktemp("cache")
+    return write_cache(path, [np.clip(crops, 0, 1).astype(np.float16)], index, meta)
+
+
+def _config(**kw: object) -> TrainConfig:
+    settings = {"arch": "test_efficientnet", "epochs": 2, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 0.5}
+    return TrainConfig(**{**settings, **kw})
+
+
+def test_side_flip_mirrors_axial_columns_and_sagittal_slices_and_swaps_the_side() -> None:
+    x = torch.arange(3 * 2 * 3 * 3, dtype=torch.float32).reshape(3, 2, 3, 3)
+    names = ["left_subarticular_stenosis", "right_neural_foraminal_narrowing", "spinal_canal_stenosis"]
+    condition = torch.tensor([CONDITIONS.index(c) for c in names])
+    flipped, new = side_flip(x, condition, torch.tensor([True, True, True]))
+    assert [CONDITIONS[i] for i in new] == [
+        "right_subarticular_stenosis",
+        "left_neural_foraminal_narrowing",
+        "spinal_canal_stenosis",
+    ]
+    assert torch.equal(flipped[0], x[0].flip(-1))  # axial: image columns run right -> left
+    assert torch.equal(flipped[1], x[1].flip(0))  # sagittal: the slices run along left-right
+    assert torch.equal(flipped[2], x[2].flip(0))
+    kept, same = side_flip(x, condition, torch.tensor([False, False, False]))
+    assert torch.equal(kept, x) and torch.equal(same, condition)
+
+
+def test_augmentation_is_off_by_default_for_sides_and_changes_the_pixels() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, K, SIZE, SIZE)
+    condition = torch.arange(8) % len(CONDITIONS)
+    out, new = augment_batch(x, condition, AugmentConfig())
+    assert out.shape == x.shape and torch.equal(new, condition)
+    assert not torch.allclose(out, x)
+    untouched, _ = augment_batch(x, condition, AugmentConfig(0, 0, 0, 0, 0, 0))
+    assert torch.equal(untouched, x)
+
+
+def test_a_run_writes_every_file_and_load_run_reproduces_its_predictions(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = train_run(cache, run, _config(imbalance="class-weights", class_weights="balanced"))
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1]
+    assert (
+        metrics[["train_loss", "val_loss", "val_score", "prior_score", "accuracy", "macro_f1"]]
+        .notna()
+        .all()
+        .all()
+    )
+    # The pattern is learnable: far better than the per-level prior on the same fold.
+    assert result["score"] < 0.7 * result["prior_score"]
+    assert json.loads((run / "val_score.json").read_text())["score"] == pytest.approx(result["score"])
+
+    # Class weights come from the training folds only (validation is mostly severe here).
+    train_rows, _ = fold_rows(cache, 0)
+    info = json.loads((run / "best.json").read_text())
+    expected = class_weights(cache.index["severity"].to_numpy()[train_rows], "balanced")
+    assert np.allclose(info["class_weights"], expected)
+    assert not np.allclose(
+        info["class_weights"], class_weights(cache.index["severity"].to_numpy(), "balanced")
+    )
+    assert {"arch", "in_chans", "k", "size", "crop_mm", "normalisation", "epoch", "score"} <= set(info)
+
+    # best.safetensors is plain tensors; load_run rebuilds the model and reproduces val_predictions.csv.
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        assert "head.classifier.weight" in set(f.keys())
+    model, loaded = load_run(run)
+    assert loaded["epoch"] == info["epoch"]
+    saved = pd.read_csv(run / "val_predictions.csv")
+    assert list(saved.columns) == ["row_id", *SEVERITIES]
+    val_rows = np.flatnonzero(cache.index["fold"].to_numpy() == 0)
+    rows, probs = run_model(model, _dataset(cache, val_rows), what="probs", batch_size=64, device="cpu")
+    frame = module_lib.prediction_frame(cache.index, rows, probs)
+    assert np.allclose(
+        module_lib.submission_frame(frame)[list(SEVERITIES)], saved[list(SEVERITIES)], atol=1e-6
+    )
+
+
+def _dataset(cache: CropCache, rows: np.ndarray) -> torch.utils.data.Dataset:
+    from spinegrade.training.datamodule import CropDataset, Labels
+
+    return CropDataset(cache.crops, rows, Labels.of_rows(cache, rows))
+
+
+def test_resume_continues_from_the_last_checkpoint(
+    cache: CropCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    step = module_lib.GradingModule.training_step
+
+    def crash_in_third_epoch(self: module_lib.GradingModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.current_epoch == 2:
+            raise RuntimeError("simulated interruption")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(module_lib.GradingModule, "training_step", crash_in_third_epoch)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        train_run(cache, run, _config(epochs=3))
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1]
+    assert not (run / "val_score.json").exists()
+    steps_per_epoch = torch.load(run / "last.ckpt", weights_only=True)["global_step"] // 2
+    with pytest.raises(DataError, match="already holds a run"):
+        train_run(cache, run, _config(epochs=3))  # no silent overwrite without --resume
+
+    monkeypatch.setattr(module_lib.GradingModule, "training_step", step)
+    train_run(cache, run, _config(epochs=3), resume=True)
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1, 2]  # continued, not restarted
+    checkpoint = torch.load(run / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 3 * steps_per_epoch
+    assert (run / "val_score.json").is_file()
+
+
+def test_feature_smote_fine_tunes_the_head_on_training_embeddings(cache: CropCache, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_run(cache, run, _config(epochs=1, head_epochs=2, imbalance="class-weights+smote"))
+    info = json.loads((run / "best.json").read_text())
+    train_rows, _ = fold_rows(cache, 0)
+    assert info["stage"] == "head"
+    assert info["smote"]["n_real"] == len(train_rows)  # the validation fold never entered SMOTE
+    assert info["smote"]["n_synthetic"] > 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["stage"].tolist() == ["train", "head", "head"]
+    backbone, _ = load_run(run, name="backbone")
+    best, _ = load_run(run)
+    for key, value in backbone.backbone.state_dict().items():
+        assert torch.equal(value, best.backbone.state_dict()[key]), key  # frozen during fine-tuning
+    assert not torch.equal(backbone.head.classifier.weight, best.head.classifier.weight)
+
+
+def test_train_command_compares_two_combinations(cache: CropCache, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(train_command)
+    out = tmp_path / "cmp"
+    args = [
+        str(cache.path),
+        "--out",
+        str(out),
+        "--arch",
+        "test_efficientnet",
+        "--imbalance",
+        "none,oversample",
+    ]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--batch-size", "32"])
+    assert result.exit_code == 0, result.output
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["imbalance"].tolist() == ["none", "oversample"]
+    assert comparison[["score", "prior_score", "accuracy", "macro_f1", "auc_severe"]].notna().all().all()
+    assert (out / "comparison.md").read_text().count("| test_efficientnet |") == 2
+    for method in ("none", "oversample"):
+        assert (out / f"test_efficientnet__{method}" / "best.safetensors").is_file()
+    assert result.output.count("best epoch") == 2
+
+
+def test_train_refuses_a_missing_fold(cache: CropCache, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no fold 7"):
+        train(cache.path, tmp_path / "run", _config(fold=7))
+    assert not (tmp_path / "run").exists()
