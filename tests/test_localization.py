@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from spinegrade.localization.targets import (
     series_targets,
     slice_to_depth,
 )
+from spinegrade.vocab import CONDITION_SERIES
 
 SAGITTAL = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
 AXIAL = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -238,3 +240,97 @@ def test_point_errors_against_hand_computed_distances():
     assert summary["p90_mm"] == pytest.approx(4.9)
     assert summary["within_5mm_share"] == pytest.approx(2 / 3)  # the unlocated point counts as a miss
     assert summary["mean_slice_error"] == pytest.approx(0.5) and summary["exact_slice_share"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 5-study phantom and locators trained on it briefly (enough to fit the training studies roughly)."""
+    from spinegrade.data.phantom import write_phantom
+    from spinegrade.localization.model import LocatorSettings
+    from spinegrade.localization.train import train_locator
+
+    root = tmp_path_factory.mktemp("locator")
+    write_phantom(root / "phantom", 5, seed=3, size=64, test_studies=1, workers=1, progress=False)
+    settings = LocatorSettings(
+        size=32,
+        depth=8,
+        arch="mobilenetv3_small_100",
+        epochs=2,
+        samples_per_epoch=32,
+        batch_size=8,
+        n_folds=2,
+    )
+    metrics = train_locator(
+        root / "phantom", root / "run", settings, accelerator="cpu", devices=1, progress=False
+    )
+    return root, metrics
+
+
+def test_train_locator_writes_every_file_and_metrics(tiny_run):
+    root, metrics = tiny_run
+    run = root / "run"
+    for slug in ("sagittal_t2", "sagittal_t1", "axial_t2"):
+        assert (run / f"{slug}.safetensors").stat().st_size > 0
+        info = json.loads((run / f"{slug}.json").read_text())
+        assert info["task"] == slug and info["settings"]["size"] == 32
+    for name in ("config.json", "versions.json", "metrics.json"):
+        assert json.loads((run / name).read_text())
+    assert json.loads((run / "metrics.json").read_text())["overall"] == metrics["overall"]
+    assert set(metrics["by_series_type"]) == {"Sagittal T1", "Sagittal T2/STIR", "Axial T2"}
+    val_studies = json.loads((run / "config.json").read_text())["val_studies"]
+    assert metrics["n_val_studies"] == len(val_studies) > 0
+    assert metrics["by_series_type"]["Sagittal T2/STIR"]["n_points"] == 5 * len(val_studies)
+    assert metrics["by_series_type"]["Sagittal T2/STIR"]["located_share"] == 1.0
+
+
+def test_a_rerun_keeps_trained_series_types(tiny_run):
+    from spinegrade.localization.model import LocatorSettings
+    from spinegrade.localization.train import train_locator
+
+    root, _ = tiny_run
+    weights = root / "run" / "sagittal_t2.safetensors"
+    before = weights.stat().st_mtime_ns
+    settings = LocatorSettings(size=32, depth=8, arch="mobilenetv3_small_100", epochs=1, n_folds=2)
+    train_locator(root / "phantom", root / "run", settings, accelerator="cpu", devices=1, progress=False)
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_locate_study_finds_25_points_on_valid_pixels(tiny_run):
+    from spinegrade.data.series import read_series
+    from spinegrade.data.tables import load_rsna
+    from spinegrade.localization.locate import LOCATION_COLUMNS, load_locator, locate_study
+    from spinegrade.vocab import TARGETS
+
+    root, _ = tiny_run
+    data = load_rsna(root / "phantom", "test")
+    [study_id] = data.study_ids()
+    by_type, by_id = {}, {}
+    described = dict(
+        zip(data.descriptions["series_id"], data.descriptions["series_description"], strict=True)
+    )
+    for r in data.descriptions.itertuples(index=False):
+        series = read_series(data.series_folder(study_id, r.series_id))
+        by_type.setdefault(r.series_description, []).append(series)
+        by_id[int(series.series_id)] = series
+    located = locate_study(by_type, load_locator(root / "run"))
+    assert list(located.columns) == list(LOCATION_COLUMNS)
+    assert sorted(zip(located["condition"], located["level"], strict=True)) == sorted(TARGETS)
+    for r in located.itertuples(index=False):
+        series = by_id[r.series_id]
+        assert 0 <= r.slice_index < len(series)
+        assert series.instance_numbers[r.slice_index] == r.instance_number
+        rows, cols = series.pixels.shape[1:]
+        assert 0 <= r.x <= cols - 1 and 0 <= r.y <= rows - 1
+        assert 0 <= r.confidence <= 1
+        assert described[r.series_id] == CONDITION_SERIES[r.condition]  # on a series of the right type
+
+    # Without the sagittal T2 series, the axial levels come from the foraminal points; without any
+    # sagittal series, nothing can be placed on the axial slices.
+    no_t2 = locate_study(
+        {k: v for k, v in by_type.items() if k != "Sagittal T2/STIR"}, load_locator(root / "run")
+    )
+    assert len(no_t2) == 20 and "spinal_canal_stenosis" not in set(no_t2["condition"])
+    assert locate_study({"Axial T2": by_type["Axial T2"]}, load_locator(root / "run")).empty

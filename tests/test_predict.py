@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,16 @@ from spinegrade.localization.train import model_info
 from spinegrade.localization.train import save_model as save_locator
 from spinegrade.models.classifier import create_model
 from spinegrade.prediction.grade import Ensemble, find_runs
-from spinegrade.prediction.predict import PredictionWarning, grade_study, load_priors, predict
-from spinegrade.prediction.studies import discover_studies, read_study
+from spinegrade.prediction.predict import (
+    PredictionWarning,
+    align_with_sample,
+    grade_study,
+    load_priors,
+    predict,
+    read_studies,
+    torch_threads,
+)
+from spinegrade.prediction.studies import StudyPlan, discover_studies, read_study
 from spinegrade.training.augment import side_flip
 from spinegrade.training.checkpoint import save_model
 from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS
@@ -46,6 +55,13 @@ def make_run(path: Path, seed: int, *, priors: pd.DataFrame | None = None) -> Pa
         info["priors"] = priors.to_dict("records")
     save_model(path, "best", create_model(ARCH, in_chans=3, **settings), info)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """As `predict` runs by default (one small batch per study: a second thread only costs)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +246,32 @@ def test_several_axial_series_all_reach_the_locator(data: Path, setup: dict[str,
     assert np.allclose(result.grades[list(SEVERITIES)].sum(axis=1), 1.0)
 
 
+def test_reader_processes_keep_the_order_and_report_failures(setup: dict[str, Path]) -> None:
+    plans = [*discover_studies(setup["data"]), StudyPlan(42, (("Axial T2", setup["data"] / "nowhere"),))]
+    inline = list(read_studies(plans, workers=0))
+    pooled = list(read_studies(plans, workers=1))
+    assert [s.study_id for s in pooled] == [p.study_id for p in plans]
+    for a, b in zip(inline, pooled, strict=True):
+        assert a.series_by_type.keys() == b.series_by_type.keys()
+        for kind in a.series_by_type:
+            assert [s.series_id for s in a.series_by_type[kind]] == [
+                s.series_id for s in b.series_by_type[kind]
+            ]
+            np.testing.assert_array_equal(a.series_by_type[kind][0].pixels, b.series_by_type[kind][0].pixels)
+    assert pooled[-1].series_by_type == {}
+    assert [p.kind for p in pooled[-1].problems] == ["unreadable_series"]
+    assert "nowhere" in pooled[-1].problems[0].message
+
+
+def test_the_sample_submission_decides_which_studies_are_graded() -> None:
+    plans = [StudyPlan(1, (("Axial T2", Path("1/10")),)), StudyPlan(2, ())]
+    sample = pd.DataFrame({"row_id": [f"{s}_{c}_{lv}" for s in (3, 1) for c, lv in TARGETS]})
+    aligned, problems = align_with_sample(plans, sample)
+    assert [p.study_id for p in aligned] == [3, 1]
+    assert aligned[0].series == () and aligned[1] is plans[0]
+    assert {(p.kind, p.study_id) for p in problems} == {("not_in_sample", 2), ("study_not_found", 3)}
+
+
 def truth_locator(data: Path):
     """A locator that returns the phantom's true points (in the read series' pixel grid)."""
     truth = read_label_coordinates(data / "phantom_truth" / "test_label_coordinates.csv")
@@ -314,8 +356,9 @@ def test_priors_come_from_the_runs_then_train_csv_then_uniform(
 
 
 def test_cli_writes_submission_details_and_figures(data: Path, setup: dict[str, Path]) -> None:
-    from spinegrade.prediction.commands import predict_command
     import typer
+
+    from spinegrade.prediction.commands import predict_command
 
     app = typer.Typer()
     app.command()(predict_command)

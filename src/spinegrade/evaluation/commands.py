@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -45,29 +44,12 @@ def evaluate_command(
 
     Example: spinegrade evaluate --labels data/train.csv --pred runs/fold0/val_predictions.csv --out report/
     """
-    from spinegrade.data.tables import read_train_labels
-    from spinegrade.evaluation.report import build_report, write_report
-    from spinegrade.evaluation.score import EvaluationWarning, join_submission, score_rows, scored_rows
-    from spinegrade.evaluation.submission import read_submission
+    from spinegrade.evaluation.evaluate import evaluate_submission
 
     console, errors = Console(), Console(stderr=True)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", EvaluationWarning)
-            joined = join_submission(
-                read_train_labels(labels), read_submission(pred), allow_missing=allow_missing
-            )
-            rows = scored_rows(joined.frame)
-            scores = score_rows(rows)
-        notes = [str(w.message) for w in caught]
-        report = build_report(
-            rows,
-            scores,
-            counts=joined.counts,
-            warnings=notes,
-            inputs={"labels": str(labels), "pred": str(pred)},
-        )
-        for note in notes:
+        report = evaluate_submission(labels, pred, out=out, allow_missing=allow_missing)
+        for note in report["warnings"]:
             errors.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
         console.print(_score_table(report))
         counts = report["counts"]
@@ -75,7 +57,6 @@ def evaluate_command(
             f"{counts['scored_rows']} rows of {counts['scored_studies']} studies scored", highlight=False
         )
         if out is not None:
-            write_report(report, rows, out)
             console.print(f"report written to {out}", highlight=False)
     except DataError as exc:
         errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -33,6 +33,7 @@ class LocatorSettings:
     sigma: float = 1.5  # heatmap Gaussian, output pixels
     slice_sigma: float = 1.0  # slice target Gaussian, depth channels
     epochs: int = 20
+    samples_per_epoch: int = 256  # drawn from the task's samples, so every task trains equally long
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4

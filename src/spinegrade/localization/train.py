@@ -174,11 +174,12 @@ def fit(
     """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar)."""
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
+    dataset = LocatorDataset(samples, task, augment=True)
     loader = torch.utils.data.DataLoader(
-        LocatorDataset(samples, task, augment=True),
+        dataset,
         batch_size=settings.batch_size,
-        shuffle=True,
-        drop_last=len(samples) > settings.batch_size,
+        sampler=torch.utils.data.RandomSampler(dataset, num_samples=settings.samples_per_epoch),
+        drop_last=settings.samples_per_epoch > settings.batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
     )

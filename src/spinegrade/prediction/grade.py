@@ -42,7 +42,9 @@ class CropSpec:
 
     @classmethod
     def of_info(cls, info: Mapping[str, Any]) -> CropSpec:
-        return cls(int(info["k"]), int(info["size"]), tuple(sorted(resolve_crop_mm(info.get("crop_mm")).items())))
+        return cls(
+            int(info["k"]), int(info["size"]), tuple(sorted(resolve_crop_mm(info.get("crop_mm")).items()))
+        )
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise DataError(f"run folder {path} does not exist; pass a folder written by `spinegrade train`")
-        found = [path] if (path / WEIGHTS_FILE).is_file() else sorted(p.parent for p in path.rglob(WEIGHTS_FILE))
+        found = (
+            [path] if (path / WEIGHTS_FILE).is_file() else sorted(p.parent for p in path.rglob(WEIGHTS_FILE))
+        )
         if not found:
             raise DataError(f"{path} holds no {WEIGHTS_FILE} (in itself or below); train a classifier first")
         runs += [p for p in found if p not in runs]
@@ -95,7 +99,12 @@ class Ensemble:
 
     @classmethod
     def load(
-        cls, paths: Sequence[str | os.PathLike], *, device: str = "cpu", batch_size: int = 64, tta: bool = False
+        cls,
+        paths: Sequence[str | os.PathLike],
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        tta: bool = False,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_runs)."""
         from spinegrade.training.checkpoint import load_run

@@ -41,8 +41,8 @@ def point_labels(points: pd.DataFrame, grades: pd.DataFrame) -> list[tuple[str, 
     for condition, level in zip(points["condition"], points["level"], strict=True):
         probs = table.loc[(condition, level), list(SEVERITIES)].to_numpy(np.float64)
         grade = int(probs.argmax())
-        text = f"{level_display(level)} {short_condition(condition)}: {SEVERITY_LABELS[grade]} {probs[grade]:.2f}"
-        labels.append((text, grade))
+        name = f"{level_display(level)} {short_condition(condition)}"
+        labels.append((f"{name}: {SEVERITY_LABELS[grade]} {probs[grade]:.2f}", grade))
     return labels
 
 
@@ -83,10 +83,17 @@ def series_figure(series: Series, points: pd.DataFrame, grades: pd.DataFrame, ti
         ax.set_yticks([])
         on_slice = np.flatnonzero(points["slice_index"].to_numpy() == index) if len(points) else []
         for i in on_slice:
-            text, grade = labels[i]
+            grade = labels[i][1]
             x, y = float(points["x"].iat[i]), float(points["y"].iat[i])
             ax.plot(x, y, marker="+", color=_COLOURS[grade], markersize=10, markeredgewidth=2)
-            ax.annotate(str(i + 1), (x, y), xytext=(4, 3), textcoords="offset points", color=_COLOURS[grade], fontsize=8)
+            ax.annotate(
+                str(i + 1),
+                (x, y),
+                xytext=(4, 3),
+                textcoords="offset points",
+                color=_COLOURS[grade],
+                fontsize=8,
+            )
         ax.set_xlabel("\n".join(f"{i + 1}  {labels[i][0]}" for i in on_slice), fontsize=7, loc="left")
     fig.suptitle(f"{title} · series {series.series_id}", fontsize=10)
     fig.tight_layout()

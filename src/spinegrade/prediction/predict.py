@@ -19,6 +19,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,17 +29,28 @@ import pandas as pd
 
 from spinegrade import __version__
 from spinegrade.crops.cache import write_atomic
-from spinegrade.data.tables import SAMPLE_SUBMISSION, TRAIN_LABELS, labels_long, read_sample_submission
-from spinegrade.data.tables import read_train_labels
+from spinegrade.data.tables import (
+    SAMPLE_SUBMISSION,
+    TRAIN_LABELS,
+    labels_long,
+    read_sample_submission,
+    read_train_labels,
+)
 from spinegrade.errors import DataError, Problem
 from spinegrade.evaluation.priors import level_priors
-from spinegrade.prediction.grade import Ensemble, cut_crops
+from spinegrade.prediction.grade import CropSpec, Ensemble, cut_crops
 from spinegrade.prediction.studies import StudyImages, StudyPlan, discover_studies, read_study
-from spinegrade.vocab import CONDITION_SERIES, CONDITIONS, LEVELS, SEVERITIES, SEVERITY_LABELS, TARGETS
-from spinegrade.vocab import make_row_id
+from spinegrade.vocab import (
+    CONDITION_SERIES,
+    CONDITIONS,
+    LEVELS,
+    SEVERITIES,
+    SEVERITY_LABELS,
+    TARGETS,
+    make_row_id,
+)
 
 STAGES: Final = ("read", "locate", "crop", "classify")
-SUBMISSION_COLUMNS: Final = ("row_id", *SEVERITIES)
 GRADE_COLUMNS: Final = ("condition", "level", *SEVERITIES, "source")
 # The real sample_submission.csv's order within a study: conditions alphabetically, levels top-down.
 _ROW_ORDER: Final = sorted(TARGETS, key=lambda t: (t[0], LEVELS.index(t[1])))
@@ -69,7 +81,9 @@ class StudyResult:
         return out
 
     def to_json(self, fingerprint: str) -> dict[str, Any]:
-        grades = self.grades.assign(grade=[SEVERITY_LABELS[i] for i in self.grades[list(SEVERITIES)].to_numpy().argmax(1)])
+        grades = self.grades.assign(
+            grade=[SEVERITY_LABELS[i] for i in self.grades[list(SEVERITIES)].to_numpy().argmax(1)]
+        )
         return {
             "study_id": self.study_id,
             "fingerprint": fingerprint,
@@ -116,7 +130,14 @@ class PredictionSummary:
 
 # Problems after which some targets of the study were graded with priors.
 FALLBACK_KINDS: Final = frozenset(
-    {"missing_series_type", "not_located", "locate_failed", "crop_failed", "unreadable_study", "study_not_found"}
+    {
+        "missing_series_type",
+        "not_located",
+        "locate_failed",
+        "crop_failed",
+        "unreadable_study",
+        "study_not_found",
+    }
 )
 
 
@@ -131,14 +152,18 @@ def load_priors(ensemble: Ensemble, data_dir: Path) -> tuple[pd.DataFrame, str]:
     """
     stored = [run.info.get("priors") for run in ensemble.runs]
     if all(stored):
-        tables = [pd.DataFrame(p).set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)] for p in stored]
+        tables = [
+            pd.DataFrame(p).set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
+            for p in stored
+        ]
         mean = sum(t.to_numpy(np.float64) for t in tables) / len(tables)
         return _prior_frame(mean), "the classifier runs' training labels (best.json)"
     train_csv = data_dir / TRAIN_LABELS
     if train_csv.is_file():
         priors = level_priors(labels_long(read_train_labels(train_csv)), weighted=True)
         return priors, f"{train_csv} (class frequencies x 1/2/4, renormalised)"
-    return _prior_frame(np.full((len(TARGETS), len(SEVERITIES)), 1 / len(SEVERITIES))), "uniform (no train.csv)"
+    uniform = np.full((len(TARGETS), len(SEVERITIES)), 1 / len(SEVERITIES))
+    return _prior_frame(uniform), "uniform (no train.csv beside the test data)"
 
 
 def _prior_frame(values: np.ndarray) -> pd.DataFrame:
@@ -167,13 +192,15 @@ def grade_study(images: StudyImages, locate: Locate, ensemble: Ensemble, priors:
         try:
             points = locate(images.series_by_type)
         except Exception as exc:  # one study's odd geometry must not stop the others
-            result.problems.append(_problem(images.study_id, "locate_failed", f"locator failed: {_reason(exc)}"))
+            result.problems.append(
+                _problem(images.study_id, "locate_failed", f"locator failed: {_reason(exc)}")
+            )
     points = _valid_points(points)
     result.seconds["locate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     series_by_id = images.series_by_id()
-    crops: dict[Any, list[np.ndarray]] = {spec: [] for spec in ensemble.specs}
+    crops: dict[CropSpec, list[np.ndarray]] = {spec: [] for spec in ensemble.specs}
     kept = []
     for series_id, rows in points.groupby(points["series_id"].astype(str), sort=False):
         try:
@@ -234,7 +261,9 @@ def _fallback_problems(images: StudyImages, grades: pd.DataFrame) -> list[Proble
                 )
             )
         else:
-            targets = ", ".join(rows["condition"] + " " + rows["level"])
+            targets = "; ".join(
+                f"{c} {', '.join(g['level'])}" for c, g in rows.groupby("condition", sort=False)
+            )
             problems.append(
                 _problem(
                     images.study_id,
@@ -294,7 +323,9 @@ def _read_timed(plan: StudyPlan) -> StudyImages:
 # ------------------------------------------------------------------------------------------- submission
 
 
-def align_with_sample(plans: list[StudyPlan], sample: pd.DataFrame | None) -> tuple[list[StudyPlan], list[Problem]]:
+def align_with_sample(
+    plans: list[StudyPlan], sample: pd.DataFrame | None
+) -> tuple[list[StudyPlan], list[Problem]]:
     """The studies to grade when a sample submission fixes the rows: its studies, each found or not.
 
     Studies only in the images are left out (the submission must have exactly the sample's rows);
@@ -302,12 +333,12 @@ def align_with_sample(plans: list[StudyPlan], sample: pd.DataFrame | None) -> tu
     """
     if sample is None:
         return plans, []
-    wanted = list(dict.fromkeys(int(r.partition("_")[0]) for r in sample["row_id"]))
+    wanted = dict.fromkeys(int(r.partition("_")[0]) for r in sample["row_id"])
     by_id = {p.study_id: p for p in plans}
     problems = [
         _problem(p.study_id, "not_in_sample", f"study {p.study_id} is not in {SAMPLE_SUBMISSION}; not graded")
         for p in plans
-        if p.study_id not in set(wanted)
+        if p.study_id not in wanted
     ]
     aligned = []
     for study_id in wanted:
@@ -316,7 +347,9 @@ def align_with_sample(plans: list[StudyPlan], sample: pd.DataFrame | None) -> tu
         else:
             aligned.append(StudyPlan(study_id, ()))
             problems.append(
-                _problem(study_id, "study_not_found", f"study {study_id} of {SAMPLE_SUBMISSION} has no images")
+                _problem(
+                    study_id, "study_not_found", f"study {study_id} of {SAMPLE_SUBMISSION} has no images"
+                )
             )
     return aligned, problems
 
@@ -342,7 +375,7 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool) -> str:
-    """Identifies the models that grade (files, sizes, modification times) so --resume reuses only their work."""
+    """Identifies the grading models (files, sizes, modification times): --resume reuses only their work."""
     files = [run.path / name for run in ensemble.runs for name in ("best.safetensors", "best.json")]
     files += sorted(p for p in locator_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
@@ -375,18 +408,19 @@ def predict(
     device: str = "cpu",
     batch_size: int = 64,
     tta: bool = False,
+    threads: int = 1,
     resume: bool = False,
     progress: bool = True,
 ) -> PredictionSummary:
     """Grade every test study of DATA_DIR and write the submission CSV `out` (see the module doc).
 
     details (default: OUT's folder/studies) gets one JSON per study and, with `figures`, an overlay PNG
-    per series. Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
+    per series. threads: torch's CPU threads while predicting (0: torch's default). One is the default:
+    the models see one small batch per study, and on 2 shared cores a second thread made them 4-15x
+    slower (bench/predict.py), while `workers` can use the other core to read ahead.
+    Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from spinegrade.localization.locate import load_locator, locate_study
-    from spinegrade.prediction.overlay import write_overlays
 
     data_dir, out, locator_dir = Path(data_dir), Path(out), Path(locator_dir)
     details_dir = Path(details) if details is not None else out.parent / "studies"
@@ -399,9 +433,6 @@ def predict(
     key = fingerprint(ensemble, locator_dir, tta)
     details_dir.mkdir(parents=True, exist_ok=True)
 
-    def locate(series_by_type: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-        return locate_study(series_by_type, locator)
-
     results: dict[int, StudyResult] = {}
     if resume:
         for plan in plans:
@@ -409,22 +440,19 @@ def predict(
             if done is not None:
                 results[plan.study_id] = done
     todo = [p for p in plans if p.study_id not in results]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("grading studies", total=len(todo))
-        for study in read_studies(todo, workers):
-            result = grade_study(study, locate, ensemble, priors)
-            if figures:
-                clock = time.perf_counter()
-                write_overlays(study, result, details_dir / "figures")
-                result.seconds["figures"] = time.perf_counter() - clock
-            del study  # one study's images in memory at a time
-            write_atomic(details_dir / f"{result.study_id}.json", json.dumps(result.to_json(key), indent=1) + "\n")
-            for p in result.problems:
-                if p.kind in FALLBACK_KINDS:
-                    warnings.warn(p.message, PredictionWarning, stacklevel=2)
+    with torch_threads(threads):
+        for result in grade_studies(
+            todo,
+            lambda series_by_type: locate_study(series_by_type, locator),
+            ensemble,
+            priors,
+            details_dir,
+            key,
+            workers=workers,
+            figures=figures,
+            progress=progress,
+        ):
             results[result.study_id] = result
-            bar.update(task, advance=1, description=f"graded study {result.study_id}")
 
     ordered = [results[p.study_id] for p in plans]
     write_csv_atomic(submission_frame(ordered, sample), out)
@@ -442,3 +470,54 @@ def predict(
         problems + [p for r in ordered for p in r.problems],
         resumed=len(plans) - len(todo),
     )
+
+
+def grade_studies(
+    plans: Sequence[StudyPlan],
+    locate: Locate,
+    ensemble: Ensemble,
+    priors: pd.DataFrame,
+    details_dir: Path,
+    key: str,
+    *,
+    workers: int = 0,
+    figures: bool = False,
+    progress: bool = True,
+) -> Iterator[StudyResult]:
+    """Read and grade studies one by one (progress bar), writing each one's JSON (and figures) as it is
+    done and warning (PredictionWarning) about every target graded with priors."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from spinegrade.prediction.overlay import write_overlays
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("grading studies", total=len(plans))
+        for study in read_studies(plans, workers):
+            result = grade_study(study, locate, ensemble, priors)
+            if figures:
+                clock = time.perf_counter()
+                write_overlays(study, result, details_dir / "figures")
+                result.seconds["figures"] = time.perf_counter() - clock
+            del study  # one study's images in memory at a time
+            text = json.dumps(result.to_json(key), indent=1) + "\n"
+            write_atomic(details_dir / f"{result.study_id}.json", text)
+            for p in result.problems:
+                if p.kind in FALLBACK_KINDS:
+                    warnings.warn(p.message, PredictionWarning, stacklevel=2)
+            bar.update(task, advance=1, description=f"graded study {result.study_id}")
+            yield result
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Inside the block torch uses `n` CPU threads (n <= 0: unchanged); the previous number is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from spinegrade.data.series import Series, read_series
 from spinegrade.data.tables import descriptions_file, read_series_descriptions
@@ -79,7 +80,8 @@ def discover_studies(data_dir: str | os.PathLike, images: str | os.PathLike | No
     ]
 
 
-def _plans_from_descriptions(descriptions, image_dir: Path) -> list[StudyPlan]:
+def _plans_from_descriptions(descriptions: pd.DataFrame, image_dir: Path) -> list[StudyPlan]:
+    """One plan per described study (file order); series of unknown description become Problems."""
     plans = []
     file = descriptions.attrs.get("file")
     for study_id, rows in descriptions.groupby("study_id", sort=False):

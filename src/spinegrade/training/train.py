@@ -88,16 +88,17 @@ COMPARISON_COLUMNS: Final = (
     "subarticular",
     "any_severe_spinal",
 )
-TABLE_COLUMNS: Final = (
-    "arch",
-    "imbalance",
-    "folds",
-    "score",
-    "prior_score",
-    "accuracy",
-    "macro_f1",
-    "auc_severe",
-)
+# Printed columns (all of COMPARISON_COLUMNS go to comparison.csv/.md) and their short headers.
+TABLE_COLUMNS: Final = {
+    "arch": "arch",
+    "imbalance": "imbalance",
+    "folds": "folds",
+    "score": "score",
+    "prior_score": "prior",
+    "accuracy": "acc",
+    "macro_f1": "F1",
+    "auc_severe": "AUC sev",
+}
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -306,7 +307,7 @@ def train_run(
     resume=True continues an interrupted run from run_dir/last.ckpt with its saved config (a finished run
     is returned as it is; a run cut before its first epoch ended starts again).
     """
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     if resume and (run_dir / VAL_SCORE).is_file():
         console.print(f"{run_dir}: finished before, skipped")
         return json.loads((run_dir / VAL_SCORE).read_text())
@@ -450,7 +451,7 @@ def train(
     One combination and one fold train into `out`; several folds into out/fold<i>; several combinations
     into out/<arch>__<imbalance>[/fold<i>], then out/comparison.csv and comparison.md are written.
     """
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     cache = CropCache.open(cache_path)
     archs = list(archs or [config.arch])
     methods = [m.name for m in imbalances] if imbalances else [config.imbalance]
@@ -481,6 +482,6 @@ def train(
         title = "# Classifier comparison (validation challenge score, lower is better)"
         write_atomic(out / "comparison.md", f"{title}\n\n{_md_table(frame)}\n")
     if rows:
-        shown = frame[list(TABLE_COLUMNS)]
+        shown = frame[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
         console.print(comparison_table(shown, f"validation fold(s) {','.join(map(str, folds))}"))
     return frame
