@@ -25,7 +25,7 @@ from spinegrade.training.imbalance import class_weights
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
 from spinegrade.training.train import train, train_run
-from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, TARGETS
 
 K, SIZE, STUDIES = 3, 24, 12
 RUN_FILES = (
@@ -198,6 +198,22 @@ def test_feature_smote_fine_tunes_the_head_on_training_embeddings(cache: CropCac
     for key, value in backbone.backbone.state_dict().items():
         assert torch.equal(value, best.backbone.state_dict()[key]), key  # frozen during fine-tuning
     assert not torch.equal(backbone.head.classifier.weight, best.head.classifier.weight)
+
+
+def test_pixel_smote_adds_synthetic_crops_from_the_training_fold_only(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = train_run(cache, run, _config(epochs=1, imbalance="smote", smote_space="pixels"))
+    info = json.loads((run / "best.json").read_text())
+    train_rows, _ = fold_rows(cache, 0)
+    assert info["smote"]["space"] == "pixels"
+    assert info["smote"]["n_real"] == len(train_rows)
+    train = cache.index.iloc[train_rows]
+    counts = pd.crosstab(train["condition"].map(GROUP_OF_CONDITION), train["severity"]).to_numpy()
+    # In each condition group, every class grown to the group's majority class.
+    assert info["smote"]["n_synthetic"] == (counts.max(axis=1, keepdims=True) - counts).sum()
+    assert np.isfinite(result["score"])
 
 
 def test_train_command_compares_two_combinations(cache: CropCache, tmp_path: Path) -> None:

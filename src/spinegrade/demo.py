@@ -67,7 +67,7 @@ def _stage(console: Console, timings: dict[str, float], name: str) -> Iterator[N
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
     from spinegrade.crops.prepare import prepare
-    from spinegrade.data.inspect import inspect_dataset
+    from spinegrade.data.inspect import inspect_dataset, print_report
     from spinegrade.data.phantom import write_phantom
     from spinegrade.evaluation.evaluate import evaluate_submission
     from spinegrade.localization.model import LocatorSettings
@@ -87,12 +87,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
             data, settings.studies, settings.seed, size=settings.image_px, test_studies=settings.test_studies
         )
     with _stage(console, timings, "inspect"):
-        summary = inspect_dataset(data, progress=False)
-        console.print(
-            f"{summary['train']['studies']} train and {summary['test']['studies']} test studies, "
-            f"{len(summary['problems'])} problems reported",
-            highlight=False,
-        )
+        print_report(inspect_dataset(data, progress=False))
     with _stage(console, timings, "prepare"):
         prepare(data, cache, size=settings.crop_px, seed=settings.seed)
     with _stage(console, timings, "train classifiers"):
@@ -118,8 +113,14 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     if len(runs) == 1:
         runs = {next(iter(runs)): classifiers}
     with _stage(console, timings, "evaluate validation folds"):
+        # A labelled target without a point has no crop and so no validation prediction: filled with priors.
         for name, run in runs.items():
-            evaluate_submission(data / "train.csv", run / "val_predictions.csv", out=out / "reports" / name)
+            evaluate_submission(
+                data / "train.csv",
+                run / "val_predictions.csv",
+                out=out / "reports" / name,
+                allow_missing=True,
+            )
     with _stage(console, timings, "train locators"):
         locator_metrics = train_locator(
             data,

@@ -232,8 +232,8 @@ def _header_problems(data: RsnaData, scanned: list[tuple[Any, SeriesInfo]]) -> l
     return problems
 
 
-def _print_report(report: dict[str, Any]) -> None:
-    """The report as rich tables on stdout (every cell is plain text: no rich markup from the data)."""
+def print_report(report: dict[str, Any]) -> None:
+    """Print inspect_dataset's report as rich tables on stdout (plain-text cells: no markup from the data)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -304,4 +304,4 @@ def inspect_command(
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
-        _print_report(report)
+        print_report(report)

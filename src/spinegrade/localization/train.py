@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 from rich.progress import Progress
 from safetensors.torch import save as save_tensors
@@ -48,6 +47,7 @@ from spinegrade.localization.targets import (
     rescale,
     series_targets,
 )
+from spinegrade.training.runs import versions, write_json
 
 
 class LocatorModule(L.LightningModule):
@@ -99,14 +99,6 @@ def model_info(task: Task, settings: LocatorSettings, n_samples: int) -> dict:
         "settings": asdict(settings),
         "n_samples": n_samples,
         "spinegrade": spinegrade.__version__,
-    }
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape the weights (OUT/versions.json)."""
-    libs = ("torch", "timm", "lightning", "numpy", "pandas", "pydicom", "safetensors")
-    return {"python": platform.python_version(), "spinegrade": spinegrade.__version__} | {
-        lib: version(lib) for lib in libs
     }
 
 
@@ -192,6 +184,7 @@ def fit(
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=progress,
+            callbacks=[RichProgressBar(leave=False)] if progress else [],
             num_sanity_val_steps=0,
         )
         trainer.fit(LocatorModule(net, settings), loader)
@@ -200,9 +193,20 @@ def fit(
 
 def save_model(out: Path, task: Task, net: LocatorNet, info: dict) -> None:
     """OUT/<slug>.json then OUT/<slug>.safetensors, each written atomically (weights last = complete)."""
-    write_atomic(out / f"{task.slug}.json", json.dumps(info, indent=2))
+    write_json(out / f"{task.slug}.json", info)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     write_atomic(out / f"{task.slug}.safetensors", save_tensors(state))
+
+
+def check_kept(info_file: Path, settings: LocatorSettings) -> None:
+    """A locator kept on a re-run must have been trained with the same settings; DataError names the rest."""
+    saved = json.loads(info_file.read_text())["settings"] if info_file.is_file() else {}
+    changed = sorted(k for k, v in asdict(settings).items() if saved.get(k) != v)
+    if changed:
+        raise DataError(
+            f"{info_file.with_suffix('.safetensors')} was trained with other settings "
+            f"({', '.join(changed)}); pass --overwrite to retrain it, or choose another --out folder"
+        )
 
 
 def train_locator(
@@ -231,27 +235,27 @@ def train_locator(
         raise DataError(f"fold {settings.fold} is not in 0..{settings.n_folds - 1}")
     val_ids = set(folds.index[folds == settings.fold].tolist())
     train_ids = set(folds.index[folds != settings.fold].tolist())
+    kept = [t for t in TASKS if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
+    for task in kept:  # before anything is written
+        check_kept(out / f"{task.slug}.json", settings)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(
+    write_json(
         out / "config.json",
-        json.dumps(
-            {
-                "data_dir": str(data_dir),
-                "settings": asdict(settings),
-                "accelerator": accelerator,
-                "devices": devices,
-                "workers": workers,
-                "val_studies": sorted(val_ids),
-            },
-            indent=2,
-        ),
+        {
+            "data_dir": str(data_dir),
+            "settings": asdict(settings),
+            "accelerator": accelerator,
+            "devices": devices,
+            "workers": workers,
+            "val_studies": sorted(val_ids),
+        },
     )
-    write_atomic(out / "versions.json", json.dumps(versions(), indent=2))
+    write_json(out / "versions.json", versions())
     console = Console(quiet=not progress)
     problems: list[Problem] = []
     timings: dict[str, float] = {}
     for task in TASKS:
-        if (out / f"{task.slug}.safetensors").is_file() and not overwrite:
+        if task in kept:
             console.print(f"{task.slug}: already trained, kept (pass --overwrite to retrain)")
             continue
         start = time.perf_counter()
@@ -277,17 +281,21 @@ def train_locator(
         save_model(out, task, net, model_info(task, settings, len(samples)))
         timings[task.slug] = time.perf_counter() - start
         console.print(f"{task.slug}: trained on {len(samples)} samples in {timings[task.slug]:.0f} s")
-    metrics = evaluate_locator(data, out, sorted(val_ids), console)
+    metrics = evaluate_locator(data, out, sorted(val_ids), console, problems)
     metrics["train_seconds"] = timings
     metrics["problems"] = [p.to_dict() for p in problems]
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def evaluate_locator(data: RsnaData, out: Path, study_ids: list[int], console: Console) -> dict:
+def evaluate_locator(
+    data: RsnaData, out: Path, study_ids: list[int], console: Console, problems: list[Problem]
+) -> dict:
     """Run locate_study on each study and compare with its labelled points (see metrics.point_errors).
 
-    Study by study, so only one study's series are in memory at a time.
+    Study by study, so only one study's series are in memory at a time; an unreadable series is left out
+    (its labels are not scored, the points it would have given count as not located) and recorded in
+    `problems`.
     """
     locator = load_locator(out)
     descriptions, coordinates = data.descriptions, data.coordinates
@@ -296,7 +304,12 @@ def evaluate_locator(data: RsnaData, out: Path, study_ids: list[int], console: C
         for study_id in bar.track(study_ids, description="locating validation studies"):
             by_type: dict[str, list[Series]] = {}
             for r in descriptions[descriptions["study_id"] == study_id].itertuples(index=False):
-                series = read_series(data.series_folder(study_id, r.series_id), on_corrupt="skip")
+                folder = data.series_folder(study_id, r.series_id)
+                try:
+                    series = read_series(folder, on_corrupt="skip")
+                except DataError as exc:
+                    problems.append(Problem("locator_unread", str(exc), str(folder), study_id, r.series_id))
+                    continue
                 by_type.setdefault(r.series_description, []).append(series)
             start = time.perf_counter()
             located = locate_study(by_type, locator).assign(study_id=study_id)

@@ -64,6 +64,11 @@ def train_command(
     workers: int = typer.Option(
         D["workers"], "--workers", help="DataLoader worker processes (0: load in the main process)."
     ),
+    threads: int = typer.Option(
+        D["threads"],
+        "--threads",
+        help="CPU threads of torch (0: one per core; 1 is faster on a busy machine).",
+    ),
     precision: str = typer.Option(
         D["precision"], "--precision", help="auto (bf16/16 mixed on GPU, 32 on CPU) or a Lightning value."
     ),
@@ -108,6 +113,7 @@ def train_command(
         patience=patience,
         seed=seed,
         workers=workers,
+        threads=threads,
         precision=precision,
         accelerator=accelerator,
         devices=devices,

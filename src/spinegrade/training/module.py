@@ -24,6 +24,7 @@ from spinegrade.evaluation.metrics import classification_metrics
 from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
 from spinegrade.training.augment import AugmentConfig, augment_batch
+from spinegrade.training.datamodule import as_batch
 from spinegrade.training.runs import METRIC_COLUMNS, METRICS, STAGES, write_csv
 from spinegrade.vocab import SEVERITIES, make_row_id
 
@@ -86,6 +87,7 @@ class ScoredModule(pl.LightningModule):
         raise NotImplementedError
 
     def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates: those that require gradients (HeadModule: the head)."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def loss(self, logits: torch.Tensor, severity: torch.Tensor) -> torch.Tensor:
@@ -121,8 +123,8 @@ class ScoredModule(pl.LightningModule):
         rows, first = np.unique(rows.cpu().numpy(), return_index=True)  # DDP pads with repeated rows
         probs_np = probs.cpu().numpy()[first]
         severity = self.cache_index["severity"].to_numpy(np.int64)[rows]
-        weights = self.class_weights.cpu().numpy()[severity]
-        val_loss = float((losses.cpu().numpy()[first] * weights).sum() / weights.sum())
+        # The per-row losses carry their class weight already: weighted mean = sum / sum of weights.
+        val_loss = float(losses.cpu().numpy()[first].sum() / self.class_weights.cpu().numpy()[severity].sum())
         self.val_result = {
             "val_loss": val_loss,
             **evaluate(prediction_frame(self.cache_index, rows, probs_np)),
@@ -175,13 +177,6 @@ class HeadModule(ScoredModule):
         super().__init__(model, **kwargs)
         self.model.backbone.requires_grad_(False)
 
-    def trainable(self) -> list[torch.nn.Parameter]:
-        return list(self.model.head.parameters())
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.model.backbone.eval()
-
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.head(batch["x"].float(), batch["condition"], batch["level"])
 
@@ -191,8 +186,6 @@ def run_model(
     model: SpineClassifier, dataset: torch.utils.data.Dataset, *, what: str, batch_size: int, device: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows, outputs) of a dataset in order, in eval mode: what='probs' (n, 3) or 'embed' (n, features)."""
-    from spinegrade.training.datamodule import as_batch
-
     model.eval().to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=as_batch)
     rows, outputs = [], []

@@ -90,7 +90,7 @@ class TrainConfig:
     class_weights: str = "challenge"
     smote_space: str = "features"
     fold: int = 0
-    epochs: int = 12
+    epochs: int = 6
     head_epochs: int = 8
     batch_size: int = 32
     lr: float = 2e-3
@@ -100,6 +100,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     workers: int = 0
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (one per core)
     precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"

@@ -22,7 +22,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -130,7 +130,8 @@ def quiet_lightning() -> Iterator[None]:
                 ".*does not have many workers.*",  # workers=0 is the measured best on CPU
                 "Checkpoint directory .* exists and is not empty",  # RUN holds the run's other files
                 ".*overridden `on_after_batch_transfer`.*",  # augmentation lives there on purpose
-                ".*LeafSpec.*",  # a deprecation inside Lightning itself
+                ".*LeafSpec.*",  # deprecations inside Lightning itself
+                ".*all_gather is deprecated.*",
             ):
                 warnings.filterwarnings("ignore", message=message)
             yield
@@ -162,10 +163,12 @@ def _trainer(
     )
 
 
-def prior_reference(index: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray) -> dict[str, float]:
-    """Challenge score on the validation rows of the per-level class priors of the training rows (weighted
-    by 1/2/4: the best constant under the score)."""
-    priors = level_priors(index.iloc[train_rows], weighted=True)
+def prior_reference(
+    index: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray, *, weighted: bool = True
+) -> dict[str, float]:
+    """Challenge score on the validation rows of the per-level class priors of the training rows; weighted
+    by 1/2/4 (the default) they are the best constant prediction under the score."""
+    priors = level_priors(index.iloc[train_rows], weighted=weighted)
     targets = index.iloc[val_rows][["study_id", "condition", "level", "severity"]].drop_duplicates(
         ["study_id", "condition", "level"]
     )
@@ -227,30 +230,29 @@ def _smote_head(
     run_dir: Path,
     config: TrainConfig,
     cache: CropCache,
-    datasets: tuple[CropDataset, CropDataset],
-    weights: np.ndarray | None,
-    prior_score: float,
+    data: FoldData,
     device: torch.device,
     console: Console,
 ) -> None:
-    """Stage 2 of feature-space SMOTE (module doc): fine-tune the head on real + synthetic embeddings."""
+    """Stage 2 of feature-space SMOTE (module doc): fine-tune the head on real + synthetic embeddings.
+
+    Runs on one device (rank 0 after a DDP fit): embeddings are small and the head is a few layers.
+    """
     model, info = load_run(run_dir, name=BACKBONE, device=str(device))
     (_, train_x), (_, val_x) = (
         run_model(model, ds, what="embed", batch_size=config.batch_size * 2, device=str(device))
-        for ds in datasets
+        for ds in (data.train, data.val)
     )
-    train_labels, val_labels = datasets[0].labels, datasets[1].labels
-    out = smote_resample(
-        train_x, train_labels.severity, train_labels.condition, train_labels.level, seed=config.seed
-    )
+    labels = data.train.labels
+    out = smote_resample(train_x, labels.severity, labels.condition, labels.level, seed=config.seed)
     smote = {"space": "features", "n_real": out.n_real, "n_synthetic": out.n_synthetic}
     console.print(
         f"SMOTE on {out.n_real} training embeddings: +{out.n_synthetic} synthetic; fine-tuning the head"
     )
-    row = np.concatenate([train_labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
+    row = np.concatenate([labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
     features = CropDataModule(
         CropDataset(out.x, np.arange(len(out.x)), Labels(out.condition, out.level, out.severity, row)),
-        CropDataset(val_x, np.arange(len(val_x)), val_labels),
+        CropDataset(val_x, np.arange(len(val_x)), data.val.labels),
         batch_size=config.batch_size,
         seed=config.seed,
     )
@@ -260,29 +262,30 @@ def _smote_head(
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_epochs=0,
-        class_weights=weights,
+        class_weights=data.class_weights,
     )
     callbacks = [
-        MetricsLog(run_dir, stage="head", prior_score=prior_score, console=console),
+        MetricsLog(run_dir, stage="head", prior_score=data.prior["score"], console=console),
         BestModelExport(run_dir, {**info, "stage": "head", "smote": smote}, name=BEST),
     ]
-    head_config = replace(config, precision="32-true")
+    head_config = replace(config, precision="32-true", devices="1", strategy="auto")
     trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
     trainer.fit(module, datamodule=features)
 
 
-def _finish(
-    run_dir: Path, cache: CropCache, val: CropDataset, prior: dict[str, float], config: TrainConfig
-) -> dict:
+def _finish(run_dir: Path, cache: CropCache, data: FoldData, config: TrainConfig) -> dict[str, Any]:
     """Predict the validation fold with best.safetensors (as prediction will load it) and write
     val_predictions.csv and val_score.json."""
     model, info = load_run(run_dir)
-    rows, probs = run_model(model, val, what="probs", batch_size=config.batch_size * 2, device="cpu")
+    rows, probs = run_model(model, data.val, what="probs", batch_size=config.batch_size * 2, device="cpu")
     frame = prediction_frame(cache.index, rows, probs)
     result = {
         **evaluate(frame),
-        "prior_score": prior["score"],
-        "prior": prior,
+        "prior_score": data.prior["score"],
+        "prior": data.prior,
+        "prior_unweighted": prior_reference(
+            cache.index, data.train.labels.row, data.val.labels.row, weighted=False
+        ),
         "arch": config.arch,
         "imbalance": config.imbalance,
         "fold": config.fold,
@@ -294,6 +297,69 @@ def _finish(
     return result
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """Everything one fold's training uses; only `val` and `prior`'s score involve validation rows."""
+
+    train: CropDataset  # the training fold's real crops
+    fit: CropDataset  # what the model is fitted on: `train`, or `train` + pixel-SMOTE crops
+    val: CropDataset
+    sample_weights: np.ndarray | None  # oversampling
+    class_weights: np.ndarray | None
+    mean: float
+    std: float
+    prior: dict[str, float]  # the challenge score of the training fold's per-level priors on `val`
+
+    @classmethod
+    def build(cls, cache: CropCache, config: TrainConfig) -> FoldData:
+        train_rows, val_rows = fold_rows(cache, config.fold)
+        method = config.method
+        labels = Labels.of_rows(cache, train_rows)
+        train = CropDataset(cache.crops, train_rows, labels)
+        fit = train
+        if method.sampler == "smote" and not config.feature_smote:
+            fit = _pixel_smote(cache, train_rows, labels, config.seed)
+        mean, std = input_stats(cache.crops, train_rows, config.seed)
+        return cls(
+            train=train,
+            fit=fit,
+            val=CropDataset(cache.crops, val_rows, Labels.of_rows(cache, val_rows)),
+            sample_weights=(
+                oversample_weights(labels.severity, labels.condition)
+                if method.sampler == "oversample"
+                else None
+            ),
+            class_weights=class_weights(labels.severity, config.class_weights)
+            if method.class_weights
+            else None,
+            mean=mean,
+            std=std,
+            prior=prior_reference(cache.index, train_rows, val_rows),
+        )
+
+
+def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> GradingModule:
+    model = create_model(
+        config.arch,
+        in_chans=int(cache.meta["k"]),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        conditioning=config.conditioning,
+        mean=data.mean,
+        std=data.std,
+    )
+    return GradingModule(
+        model,
+        augment=AugmentConfig(side_flip=config.side_flip),
+        channels_last=config.channels_last,
+        cache_index=cache.index,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        class_weights=data.class_weights,
+    )
+
+
 def train_run(
     cache: CropCache,
     run_dir: Path,
@@ -302,7 +368,7 @@ def train_run(
     resume: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Train one model on one fold into run_dir; returns val_score.json's content.
+    """Train one model on one fold into run_dir; returns val_score.json's content ({} on DDP ranks > 0).
 
     resume=True continues an interrupted run from run_dir/last.ckpt with its saved config (a finished run
     is returned as it is; a run cut before its first epoch ended starts again).
@@ -315,91 +381,61 @@ def train_run(
     resuming = resume and (run_dir / CONFIG).is_file()
     if resuming:
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
-    train_rows, val_rows = fold_rows(cache, config.fold)
+    fold_rows(cache, config.fold)  # a bad fold fails before anything is written
+    if config.threads:
+        torch.set_num_threads(config.threads)
     if not resuming:
         _start_run_dir(run_dir, config)
-    method = config.method
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    train_labels, val_labels = Labels.of_rows(cache, train_rows), Labels.of_rows(cache, val_rows)
-    mean, std = input_stats(cache.crops, train_rows, config.seed)
-    weights = class_weights(train_labels.severity, config.class_weights) if method.class_weights else None
-    prior = prior_reference(cache.index, train_rows, val_rows)
-    train_ds = CropDataset(cache.crops, train_rows, train_labels)
-    val_ds = CropDataset(cache.crops, val_rows, val_labels)
-    fit_ds, sample_weights = train_ds, None
-    if method.sampler == "oversample":
-        sample_weights = oversample_weights(train_labels.severity, train_labels.condition)
-    elif method.sampler == "smote" and not config.feature_smote:
-        fit_ds = _pixel_smote(cache, train_rows, train_labels, config.seed)
-
-    model_kwargs = {"conditioning": config.conditioning, "mean": mean, "std": std}
-    model = create_model(
-        config.arch,
-        in_chans=int(cache.meta["k"]),
-        pretrained=config.pretrained,
-        weights=config.weights,
-        **model_kwargs,
+    data = FoldData.build(cache, config)
+    module = _grading_module(config, cache, data)
+    info = _model_info(
+        config,
+        cache,
+        {"conditioning": config.conditioning, "mean": data.mean, "std": data.std},
+        data.class_weights,
     )
-    module = GradingModule(
-        model,
-        augment=AugmentConfig(side_flip=config.side_flip),
-        channels_last=config.channels_last,
-        cache_index=cache.index,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        class_weights=weights,
-    )
-    data = CropDataModule(
-        fit_ds,
-        val_ds,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        sample_weights=sample_weights,
-        seed=config.seed,
-    )
-    info = _model_info(config, cache, model_kwargs, weights)
-    if fit_ds is not train_ds:
+    if data.fit is not data.train:
         info["smote"] = {
             "space": "pixels",
-            "n_real": len(train_ds),
-            "n_synthetic": len(fit_ds) - len(train_ds),
+            "n_real": len(data.train),
+            "n_synthetic": len(data.fit) - len(data.train),
         }
     callbacks = [
-        MetricsLog(run_dir, stage="train", prior_score=prior["score"], console=console),
+        MetricsLog(run_dir, stage="train", prior_score=data.prior["score"], console=console),
         BestModelExport(run_dir, info, name=BACKBONE if config.feature_smote else BEST),
         EarlyStopping("val_score", mode="min", patience=config.patience),
         ModelCheckpoint(
             dirpath=run_dir, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False
         ),
     ]
-    console.print(
-        f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {method.name}: {len(fit_ds)} training and "
-        f"{len(val_ds)} validation crops, k={cache.meta['k']}, {cache.meta['size']} px -> {run_dir}",
+    rank_zero_only(console.print)(
+        f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {config.method.name}: {len(data.fit)} "
+        f"training and {len(data.val)} validation crops, k={cache.meta['k']}, {cache.meta['size']} px "
+        f"-> {run_dir}",
         highlight=False,
+    )
+    loaders = CropDataModule(
+        data.fit,
+        data.val,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        sample_weights=data.sample_weights,
+        seed=config.seed,
     )
     with quiet_lightning():
         trainer = _trainer(config, run_dir, callbacks, config.epochs)
         trainer.fit(
             module,
-            datamodule=data,
+            datamodule=loaders,
             ckpt_path=last if resuming and last.is_file() else None,
             weights_only=True,
         )
         if not trainer.is_global_zero:
             return {}
         if config.feature_smote:
-            _smote_head(
-                run_dir,
-                replace(config, devices="1", strategy="auto"),
-                cache,
-                (train_ds, val_ds),
-                weights,
-                prior["score"],
-                trainer.strategy.root_device,
-                console,
-            )
-    result = _finish(run_dir, cache, val_ds, prior, config)
+            _smote_head(run_dir, config, cache, data, trainer.strategy.root_device, console)
+    result = _finish(run_dir, cache, data, config)
     console.print(
         f"best epoch {result['best_epoch'] + 1}: validation score {result['score']:.4f} "
         f"(per-level prior {result['prior_score']:.4f}) -> {run_dir}",
