@@ -16,7 +16,7 @@ from spinegrade.errors import DataError
 from spinegrade.localization.dataset import mirror_permutation, random_affine, volume_input
 from spinegrade.localization.locate import axial_slice_for_point, level_anchors
 from spinegrade.localization.metrics import point_errors, summarise_errors
-from spinegrade.localization.model import LocatorSettings
+from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
     TASK_BY_SLUG,
     decode_heatmaps,
@@ -29,7 +29,17 @@ from spinegrade.localization.targets import (
     series_targets,
     slice_to_depth,
 )
+from spinegrade.runtime import torch_threads
 from spinegrade.vocab import CONDITION_SERIES
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on one thread, as train_locator and prediction use it: on 2 shared cores a second OpenMP
+    thread spin-waits and makes these small models several times slower."""
+    with torch_threads(1):
+        yield
+
 
 SAGITTAL = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
 AXIAL = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -335,3 +345,22 @@ def test_locate_study_finds_25_points_on_valid_pixels(tiny_run):
     assert "spinal_canal_stenosis" not in counts and counts.filter(like="foraminal").tolist() == [5, 5]
     assert counts.filter(like="subarticular").sum() > 0
     assert locate_study({"Axial T2": by_type["Axial T2"]}, load_locator(root / "run")).empty
+
+
+def test_load_locator_names_what_is_wrong(tiny_run, tmp_path):
+    import shutil
+
+    from spinegrade.localization.locate import load_locator
+
+    with pytest.raises(DataError, match="holds no locator"):
+        load_locator(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0] / "run", run)
+    assert set(load_locator(run).models) == {"sagittal_t2", "sagittal_t1", "axial_t2"}
+    info = json.loads((run / "sagittal_t1.json").read_text())
+    (run / "sagittal_t1.json").write_text(json.dumps(info | {"points": info["points"][::-1]}))
+    with pytest.raises(DataError, match=r"sagittal_t1.json names points"):
+        load_locator(run)
+    (run / "sagittal_t1.json").write_text(json.dumps(info | {"settings": info["settings"] | {"depth": 4}}))
+    with pytest.raises(DataError, match=r"sagittal_t1.safetensors does not fit"):
+        load_locator(run)

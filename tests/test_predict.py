@@ -35,9 +35,9 @@ from spinegrade.prediction.predict import (
     load_priors,
     predict,
     read_studies,
-    torch_threads,
 )
 from spinegrade.prediction.studies import StudyPlan, discover_studies, read_study
+from spinegrade.runtime import torch_threads
 from spinegrade.training.augment import side_flip
 from spinegrade.training.checkpoint import save_model
 from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS

@@ -51,7 +51,7 @@ _LEVEL_FROM_DISPLAY: Final = {v.lower(): k for k, v in _LEVEL_DISPLAY.items()}
 
 
 def condition_display(condition: str) -> str:
-    """'left_neural_foraminal_narrowing' -> 'Left Neural Foraminal Narrowing' (the coordinates file's spelling)."""
+    """'left_neural_foraminal_narrowing' -> 'Left Neural Foraminal Narrowing' (coordinates file spelling)."""
     return _CONDITION_DISPLAY[condition]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from spinegrade.localization.model import LocatorSettings
+from spinegrade.localization.settings import LocatorSettings
 
 _DEFAULTS = LocatorSettings()
 
@@ -23,7 +23,9 @@ def train_locator_command(
         _DEFAULTS.depth, "--depth", help="Sagittal slices resampled to this many channels."
     ),
     arch: str = typer.Option(_DEFAULTS.arch, "--arch", help="timm encoder (features_only), e.g. resnet18."),
-    epochs: int = typer.Option(_DEFAULTS.epochs, "--epochs", help="Training epochs per series type."),
+    epochs: int = typer.Option(
+        _DEFAULTS.epochs, "--epochs", help="Training epochs per series type (256 samples each)."
+    ),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", help="Samples per batch."),
     lr: float = typer.Option(_DEFAULTS.lr, "--lr", help="Peak learning rate (one-cycle schedule, AdamW)."),
     fold: int = typer.Option(_DEFAULTS.fold, "--fold", help="Study-level fold held out for validation."),
@@ -33,6 +35,9 @@ def train_locator_command(
     ),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (0: in the main process)."),
+    threads: int = typer.Option(
+        1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
@@ -57,6 +62,7 @@ def train_locator_command(
         accelerator=accelerator,
         devices=int(devices) if devices.isdigit() else devices,
         workers=workers,
+        threads=threads,
         overwrite=overwrite,
     )
     console = Console()

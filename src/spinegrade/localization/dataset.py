@@ -24,9 +24,8 @@ from spinegrade.localization.targets import SeriesTargets, Task, rescale, slice_
 def series_stack(series: Series, size: int) -> torch.Tensor:
     """All slices of a series normalised to [0, 1] and resized to (n, size, size) float32."""
     pixels = torch.from_numpy(normalize(series.pixels)).float()[:, None]
-    return F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[
-        :, 0
-    ]
+    resized = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized[:, 0]
 
 
 def volume_input(stack: torch.Tensor, depth: int) -> torch.Tensor:
@@ -81,13 +80,12 @@ def make_samples(
 
 
 class LocatorDataset(torch.utils.data.Dataset):
-    """Samples as tensors, with optional augmentation: a random affine transform of the image and its points
-    (rotation, scale, shift), a random gamma, and the left-right mirror (`mirror` permutes the points)."""
+    """Training samples as tensors, augmented: the left-right mirror (half of the time), a random affine
+    transform of the image and its points (rotation, scale, shift) and a random gamma."""
 
-    def __init__(self, samples: Samples, task: Task, *, augment: bool) -> None:
+    def __init__(self, samples: Samples, task: Task) -> None:
         self.samples = samples
         self.task = task
-        self.augment = augment
         self.swap = torch.tensor(mirror_permutation(task))
 
     def __len__(self) -> int:
@@ -97,8 +95,6 @@ class LocatorDataset(torch.utils.data.Dataset):
         image = torch.from_numpy(self.samples.images[i].astype(np.float32))
         points = torch.from_numpy(self.samples.points[i].copy())
         slices = torch.from_numpy(self.samples.slices[i].copy())
-        if not self.augment:
-            return image, points, slices
         if torch.rand(()) < 0.5:
             image, points, slices = self._mirror(image, points, slices)
         image, points = random_affine(image, points)

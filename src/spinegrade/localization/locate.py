@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from spinegrade.data.series import Series
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_input, volume_input
-from spinegrade.localization.model import LocatorNet, LocatorSettings, build_net
+from spinegrade.localization.model import LocatorNet, build_net
+from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
     TASKS,
     Task,
@@ -76,12 +77,20 @@ def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> L
             continue
         if not info_file.is_file():
             raise DataError(f"{weights} has no {info_file.name} beside it; re-run train-locator")
-        info = json.loads(info_file.read_text())
-        if [tuple(p) for p in info["points"]] != list(task.points):
-            raise DataError(f"{info_file} names points {info['points']}, this version expects {task.points}")
-        settings = LocatorSettings(**info["settings"])
+        try:
+            info = json.loads(info_file.read_text())
+            points, settings = info["points"], LocatorSettings(**info["settings"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{info_file} is not a locator description ({exc}); re-run train-locator"
+            ) from exc
+        if [tuple(p) for p in points] != list(task.points):
+            raise DataError(f"{info_file} names points {points}, this version expects {task.points}")
         net = build_net(task, settings)
-        net.load_state_dict(load_file(weights))
+        try:
+            net.load_state_dict(load_file(weights))
+        except (RuntimeError, OSError) as exc:
+            raise DataError(f"{weights} does not fit {info_file.name} ({exc}); re-run train-locator") from exc
         models[task.slug] = LocatorModel(task, net.to(device).eval(), settings)
     if not models:
         raise DataError(f"{directory} holds no locator (<series type>.safetensors); run train-locator first")
@@ -97,8 +106,8 @@ def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locato
     """
     rows: list[dict] = []
     with torch.inference_mode():
-        for slug in ("sagittal_t2", "sagittal_t1"):
-            model = locator.models.get(slug)
+        for task in (t for t in TASKS if t.volume):
+            model = locator.models.get(task.slug)
             if model is not None:
                 rows += locate_sagittal(model, series_by_type.get(model.task.series_type, []), locator.device)
         axial = locator.models.get("axial_t2")

@@ -1,4 +1,4 @@
-"""The locator network (timm encoder, light FPN decoder, a heatmap per point, a slice head), its settings.
+"""The locator network: a timm encoder, a light FPN decoder, a heatmap per point and a slice head.
 
 The decoder merges the encoder's feature maps top-down (1x1 lateral convs, nearest upsampling, one 3x3
 conv per step) down to `out_stride`, then a 1x1 conv gives one heatmap per point. For volume inputs (all
@@ -11,48 +11,17 @@ forward pass per series instead of one per slice. Measured on CPU (mobilenetv3_s
 thread): 10 ms per 17-slice series as a 24-channel volume vs 105 ms as 17 three-channel inputs, and 35 vs
 433 ms per training sample, so 2.5D would not fit the CPU budget; the volume model reaches a mean slice
 error of 0.3-0.5 slices on the phantom.
-
-Defaults, measured on a 160-study phantom (fold 0 held out, 32 studies; 8 epochs of 256 samples per
-series type): output stride 2 instead of 4 halves the in-plane error (median on the right slice 1.6-2.1
-mm vs 2.9-3.9 mm; share within 5 mm 75-91% vs 50-64%) for about 1.6x the compute; 32 decoder channels
-match 64 at less cost; 24 depth channels beat 16 slightly (mean slice error 0.30 vs 0.39 on Sagittal T2,
-real sagittal series have 15-25 slices); resnet10t is more precise in-plane (1.4 vs 1.9 mm) but 1.8x
-slower, so it is a GPU choice (`--arch resnet10t` or resnet18 with --size 256).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinegrade.crops.folds import DEFAULT_FOLDS
+from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import Task
-
-
-@dataclass(frozen=True)
-class LocatorSettings:
-    """Everything that shapes a locator; saved in OUT/config.json and (per model) OUT/<slug>.json."""
-
-    size: int = 128  # input side (px); every slice is resized to size x size
-    depth: int = 24  # sagittal slices resampled to this many channels
-    context: int = 3  # axial slices per input (the centre one and its neighbours)
-    arch: str = "mobilenetv3_small_100"
-    decoder_channels: int = 32
-    out_stride: int = 2
-    sigma: float = 1.5  # heatmap Gaussian, output pixels
-    slice_sigma: float = 1.0  # slice target Gaussian, depth channels
-    epochs: int = 8
-    samples_per_epoch: int = 256  # drawn from the task's samples, so every task trains equally long
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    fold: int = 0
-    n_folds: int = DEFAULT_FOLDS
-    seed: int = 0
 
 
 class LocatorNet(nn.Module):

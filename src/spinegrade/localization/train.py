@@ -37,7 +37,8 @@ from spinegrade.errors import DataError, Problem
 from spinegrade.localization.dataset import LocatorDataset, Samples, make_samples
 from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.localization.metrics import error_report, point_errors
-from spinegrade.localization.model import LocatorNet, LocatorSettings, build_net
+from spinegrade.localization.model import LocatorNet, build_net
+from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
     TASKS,
     SeriesTargets,
@@ -47,6 +48,7 @@ from spinegrade.localization.targets import (
     rescale,
     series_targets,
 )
+from spinegrade.runtime import torch_threads
 from spinegrade.training.runs import versions, write_json
 
 
@@ -166,7 +168,7 @@ def fit(
     """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar)."""
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
-    dataset = LocatorDataset(samples, task, augment=True)
+    dataset = LocatorDataset(samples, task)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=settings.batch_size,
@@ -217,6 +219,7 @@ def train_locator(
     accelerator: str = "auto",
     devices: int | str = "auto",
     workers: int = 0,
+    threads: int = 1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -224,7 +227,9 @@ def train_locator(
 
     Writes OUT/<slug>.safetensors + .json per series type, OUT/config.json, OUT/versions.json and
     OUT/metrics.json (returned): median / p90 error in mm, slice error and share within 5 mm on the
-    validation studies, overall, per series type and per condition.
+    validation studies, overall, per series type and per condition. threads: torch's CPU threads (0:
+    torch's default). One by default: these models are small, and on 2 cores shared with other work a
+    second thread spin-waiting in OpenMP made the test's tiny training 10x slower (200 s vs 20 s).
     """
     data_dir, out = Path(data_dir), Path(out)
     data = load_rsna(data_dir, "train")
@@ -247,6 +252,7 @@ def train_locator(
             "accelerator": accelerator,
             "devices": devices,
             "workers": workers,
+            "threads": threads,
             "val_studies": sorted(val_ids),
         },
     )
@@ -254,38 +260,52 @@ def train_locator(
     console = Console(quiet=not progress)
     problems: list[Problem] = []
     timings: dict[str, float] = {}
-    for task in TASKS:
-        if task in kept:
-            console.print(f"{task.slug}: already trained, kept (pass --overwrite to retrain)")
-            continue
-        start = time.perf_counter()
-        labelled = labelled_rows(data, task, train_ids)
-        n_series = len(labelled.groupby(["study_id", "series_id"]))
-        with Progress(console=console, transient=True) as bar:
-            reading = bar.add_task(f"{task.slug}: reading series", total=n_series)
-            samples = task_samples(data, task, labelled, settings, problems, partial(bar.advance, reading))
-        if not len(samples):
-            console.print(
-                f"{task.slug}: no labelled {task.series_type} series in the training studies; skipped"
+    with torch_threads(threads):
+        for task in TASKS:
+            if task in kept:
+                console.print(f"{task.slug}: already trained, kept (pass --overwrite to retrain)")
+                continue
+            start = time.perf_counter()
+            net, n_samples = train_task(
+                data, task, train_ids, settings, console, problems, accelerator, devices, workers
             )
-            continue
-        net = fit(
-            task,
-            samples,
-            settings,
-            accelerator=accelerator,
-            devices=devices,
-            workers=workers,
-            progress=progress,
-        )
-        save_model(out, task, net, model_info(task, settings, len(samples)))
-        timings[task.slug] = time.perf_counter() - start
-        console.print(f"{task.slug}: trained on {len(samples)} samples in {timings[task.slug]:.0f} s")
-    metrics = evaluate_locator(data, out, sorted(val_ids), console, problems)
+            if net is None:
+                console.print(f"{task.slug}: no labelled {task.series_type} series in the training studies")
+                continue
+            save_model(out, task, net, model_info(task, settings, n_samples))
+            timings[task.slug] = time.perf_counter() - start
+            console.print(f"{task.slug}: trained on {n_samples} samples in {timings[task.slug]:.0f} s")
+        metrics = evaluate_locator(data, out, sorted(val_ids), console, problems)
     metrics["train_seconds"] = timings
     metrics["problems"] = [p.to_dict() for p in problems]
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def train_task(
+    data: RsnaData,
+    task: Task,
+    train_ids: set[int],
+    settings: LocatorSettings,
+    console: Console,
+    problems: list[Problem],
+    accelerator: str,
+    devices: int | str,
+    workers: int,
+) -> tuple[LocatorNet | None, int]:
+    """Read the task's labelled series of `train_ids` and fit a network; (None, 0) without samples."""
+    labelled = labelled_rows(data, task, train_ids)
+    n_series = len(labelled.groupby(["study_id", "series_id"]))
+    with Progress(console=console, transient=True) as bar:
+        reading = bar.add_task(f"{task.slug}: reading series", total=n_series)
+        samples = task_samples(data, task, labelled, settings, problems, partial(bar.advance, reading))
+    if not len(samples):
+        return None, 0
+    progress = not console.quiet
+    net = fit(
+        task, samples, settings, accelerator=accelerator, devices=devices, workers=workers, progress=progress
+    )
+    return net, len(samples)
 
 
 def evaluate_locator(

@@ -19,7 +19,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +39,7 @@ from spinegrade.errors import DataError, Problem
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.prediction.grade import CropSpec, Ensemble, cut_crops
 from spinegrade.prediction.studies import StudyImages, StudyPlan, discover_studies, read_study
+from spinegrade.runtime import torch_threads
 from spinegrade.vocab import (
     CONDITION_SERIES,
     CONDITIONS,
@@ -507,17 +507,3 @@ def grade_studies(
                     warnings.warn(p.message, PredictionWarning, stacklevel=2)
             bar.update(task, advance=1, description=f"graded study {result.study_id}")
             yield result
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Inside the block torch uses `n` CPU threads (n <= 0: unchanged); the previous number is restored."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -143,14 +143,11 @@ def quiet_lightning() -> Iterator[None]:
 def _trainer(
     config: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], max_epochs: int, **kw: Any
 ) -> pl.Trainer:
-    settings: dict[str, Any] = {
-        "accelerator": config.accelerator,
-        "devices": _devices(config.devices),
-        "strategy": config.strategy,
-        **kw,
-    }
     return pl.Trainer(
         max_epochs=max_epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        strategy=config.strategy,
         precision=resolve_precision(config.precision, config.accelerator),
         gradient_clip_val=config.grad_clip or None,
         callbacks=callbacks,
@@ -159,7 +156,7 @@ def _trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
-        **settings,
+        **kw,
     )
 
 
@@ -191,11 +188,15 @@ def _start_run_dir(run_dir: Path, config: TrainConfig) -> None:
     write_json(run_dir / VERSIONS, versions())
 
 
-def _model_info(
-    config: TrainConfig, cache: CropCache, model_kwargs: dict[str, Any], weights: np.ndarray | None
-) -> dict[str, Any]:
+def _model_kwargs(config: TrainConfig, data: FoldData) -> dict[str, Any]:
+    """create_model's settings beyond arch and in_chans (saved in best.json for load_run)."""
+    return {"conditioning": config.conditioning, "mean": data.mean, "std": data.std}
+
+
+def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[str, Any]:
     """best.json's content (BestModelExport adds epoch and score)."""
-    return {
+    model_kwargs = _model_kwargs(config, data)
+    info = {
         "arch": config.arch,
         "in_chans": int(cache.meta["k"]),
         "k": int(cache.meta["k"]),
@@ -210,9 +211,16 @@ def _model_info(
         "model": model_kwargs,
         "fold": config.fold,
         "imbalance": config.imbalance,
-        "class_weights": None if weights is None else weights.tolist(),
+        "class_weights": None if data.class_weights is None else data.class_weights.tolist(),
         "stage": "train",
     }
+    if data.fit is not data.train:
+        info["smote"] = {
+            "space": "pixels",
+            "n_real": len(data.train),
+            "n_synthetic": len(data.fit) - len(data.train),
+        }
+    return info
 
 
 def _pixel_smote(cache: CropCache, rows: np.ndarray, labels: Labels, seed: int) -> CropDataset:
@@ -344,9 +352,7 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         in_chans=int(cache.meta["k"]),
         pretrained=config.pretrained,
         weights=config.weights,
-        conditioning=config.conditioning,
-        mean=data.mean,
-        std=data.std,
+        **_model_kwargs(config, data),
     )
     return GradingModule(
         model,
@@ -389,18 +395,7 @@ def train_run(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = FoldData.build(cache, config)
     module = _grading_module(config, cache, data)
-    info = _model_info(
-        config,
-        cache,
-        {"conditioning": config.conditioning, "mean": data.mean, "std": data.std},
-        data.class_weights,
-    )
-    if data.fit is not data.train:
-        info["smote"] = {
-            "space": "pixels",
-            "n_real": len(data.train),
-            "n_synthetic": len(data.fit) - len(data.train),
-        }
+    info = _model_info(config, cache, data)
     callbacks = [
         MetricsLog(run_dir, stage="train", prior_score=data.prior["score"], console=console),
         BestModelExport(run_dir, info, name=BACKBONE if config.feature_smote else BEST),
