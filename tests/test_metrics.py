@@ -127,8 +127,8 @@ def test_level_priors_plain_and_weighted_by_hand() -> None:
             "severity": [0, 0, 1, 2, 0, 2],
         }
     )
-    plain = level_priors(labels).set_index(["condition", "level"])
-    weighted = level_priors(labels, weighted=True).set_index(["condition", "level"])
+    plain = level_priors(labels, smoothing=0).set_index(["condition", "level"])
+    weighted = level_priors(labels, weighted=True, smoothing=0).set_index(["condition", "level"])
     assert len(plain) == len(TARGETS)
     np.testing.assert_allclose(plain.loc[("spinal_canal_stenosis", "l1_l2")], [2 / 4, 1 / 4, 1 / 4])
     # weighted: counts (2, 1, 1) * (1, 2, 4) = (2, 2, 4) -> / 8
@@ -136,5 +136,8 @@ def test_level_priors_plain_and_weighted_by_hand() -> None:
     np.testing.assert_allclose(weighted.loc[("left_subarticular_stenosis", "l5_s1")], [1 / 5, 0, 4 / 5])
     # a target without labels gets the pooled frequencies (3, 1, 2) / 6
     np.testing.assert_allclose(plain.loc[("right_subarticular_stenosis", "l3_l4")], [3 / 6, 1 / 6, 2 / 6])
+    # the default add-half pseudo-count keeps unseen classes above 0: (1, 0, 1) + 0.5 -> (1.5, 0.5, 1.5) / 3.5
+    smoothed = level_priors(labels).set_index(["condition", "level"])
+    np.testing.assert_allclose(smoothed.loc[("left_subarticular_stenosis", "l5_s1")], [3 / 7, 1 / 7, 3 / 7])
     with pytest.raises(DataError, match="no labels"):
         level_priors(labels.iloc[:0])

@@ -9,14 +9,16 @@ from spinegrade.errors import DataError
 from spinegrade.vocab import SEVERITIES, SEVERITY_WEIGHTS, TARGETS
 
 
-def level_priors(labels_long: pd.DataFrame, weighted: bool = False) -> pd.DataFrame:
+def level_priors(labels_long: pd.DataFrame, weighted: bool = False, smoothing: float = 0.5) -> pd.DataFrame:
     """Class frequencies of each (condition, level) of labels_long[study_id, condition, level, severity 0..2].
 
     weighted=False gives the plain frequencies (the log-loss-optimal constant). weighted=True multiplies them
     by the challenge's sample weights 1/2/4 and renormalises: the constant that minimises the *weighted* log
     loss of each level (the per-group terms of the challenge score). A (condition, level) without any label
-    gets the frequencies pooled over all labels. Returns DataFrame[condition, level, normal_mild, moderate,
-    severe], one row per target in vocab.TARGETS order.
+    gets the frequencies pooled over all labels. `smoothing` is a pseudo-count added to every class (0.5: the
+    Jeffreys prior), so a class unseen in a small sample (a fold of a phantom) does not get probability 0
+    and an infinite log loss; on the real 1,975 studies it moves the scores by < 0.001.
+    Returns DataFrame[condition, level, normal_mild, moderate, severe], one row per target (TARGETS order).
     """
     missing = {"condition", "level", "severity"} - set(labels_long.columns)
     if missing:
@@ -29,6 +31,7 @@ def level_priors(labels_long: pd.DataFrame, weighted: bool = False) -> pd.DataFr
     pooled = counts.sum().to_numpy(dtype=np.float64)
     values = counts.to_numpy(dtype=np.float64, copy=True)
     values[np.isnan(values).any(axis=1)] = pooled
+    values += smoothing
     if weighted:
         values = values * np.asarray(SEVERITY_WEIGHTS)
     values /= values.sum(axis=1, keepdims=True)
