@@ -20,7 +20,7 @@ from spinegrade.training import module as module_lib
 from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
 from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
-from spinegrade.training.datamodule import fold_rows
+from spinegrade.training.datamodule import fold_rows, input_stats
 from spinegrade.training.imbalance import class_weights
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
@@ -103,6 +103,15 @@ def test_augmentation_is_off_by_default_for_sides_and_changes_the_pixels() -> No
     assert not torch.allclose(out, x)
     untouched, _ = augment_batch(x, condition, AugmentConfig(0, 0, 0, 0, 0, 0))
     assert torch.equal(untouched, x)
+
+
+def test_input_statistics_come_from_the_given_training_rows(cache: CropCache) -> None:
+    train_rows, _ = fold_rows(cache, 0)
+    mean, std = input_stats(cache.crops, train_rows, seed=0)
+    values = np.asarray(cache.crops[train_rows], dtype=np.float64)
+    assert mean == pytest.approx(values.mean(), rel=1e-5)
+    assert std == pytest.approx(values.std(), rel=1e-4)
+    assert mean != pytest.approx(np.asarray(cache.crops, dtype=np.float64).mean(), rel=1e-3)
 
 
 def test_a_run_writes_every_file_and_load_run_reproduces_its_predictions(

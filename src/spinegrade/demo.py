@@ -32,8 +32,8 @@ class DemoSettings:
     are still resolved at that size (48 mm windows: 1.5 mm per pixel).
     """
 
-    studies: int = 60
-    test_studies: int = 6
+    studies: int = 50
+    test_studies: int = 5
     image_px: int = 128
     crop_px: int = 32
     epochs: int = 4

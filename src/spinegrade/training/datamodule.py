@@ -9,6 +9,7 @@ workers > 0 are persistent.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -21,7 +22,7 @@ from spinegrade.crops.cache import CropCache
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITIONS, LEVELS
 
-STATS_SAMPLE = 2048
+STATS_SAMPLE = 1024
 
 
 def codes(index: pd.DataFrame, column: str, names: tuple[str, ...], where: str) -> np.ndarray:
@@ -101,11 +102,18 @@ def fold_rows(cache: CropCache, fold: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def input_stats(crops: np.ndarray, rows: np.ndarray, seed: int) -> tuple[float, float]:
-    """Mean and std of the training crops (from a seeded sample of up to 2048 of them)."""
+    """Mean and std of the training crops, from a seeded sample of up to 1024 of them read 64 at a time."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(rows, size=min(len(rows), STATS_SAMPLE), replace=False))
-    values = np.asarray(crops[sample], dtype=np.float64)
-    return float(values.mean()), float(max(values.std(), 1e-6))
+    total = total_sq = 0.0
+    count = 0
+    for part in np.array_split(sample, max(1, len(sample) // 64)):
+        values = np.asarray(crops[part], dtype=np.float32)
+        total += float(values.sum(dtype=np.float64))
+        total_sq += float(np.square(values).sum(dtype=np.float64))
+        count += values.size
+    mean = total / count
+    return mean, max(math.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6)
 
 
 class CropDataModule(pl.LightningDataModule):

@@ -407,7 +407,7 @@ def train_run(
     rank_zero_only(console.print)(
         f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {config.method.name}: {len(data.fit)} "
         f"training and {len(data.val)} validation crops, k={cache.meta['k']}, {cache.meta['size']} px "
-        f"-> {run_dir}",
+        f"-> {run_dir}" + (f" (resuming from {last.name})" if resuming and last.is_file() else ""),
         highlight=False,
     )
     loaders = CropDataModule(
