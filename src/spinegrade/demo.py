@@ -48,14 +48,14 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(
-    studies=24,
+    studies=30,
     test_studies=3,
     image_px=96,
-    epochs=2,
+    epochs=3,
     head_epochs=1,
     imbalances=("class-weights",),
     locator_px=64,
-    locator_epochs=3,
+    locator_epochs=6,
     locator_samples=128,
 )
 
