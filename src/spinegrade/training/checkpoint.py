@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from spinegrade.crops.cache import write_atomic
 from spinegrade.errors import DataError
@@ -25,9 +25,7 @@ BEST = "best"
 def save_model(run_dir: Path, name: str, model: SpineClassifier, info: dict[str, Any]) -> None:
     """Write run_dir/name.safetensors, then run_dir/name.json (which marks it done), each atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / f"{name}.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"arch": str(info.get("arch"))})
-    os.replace(tmp, run_dir / f"{name}.safetensors")
+    write_atomic(run_dir / f"{name}.safetensors", save(tensors, metadata={"arch": str(info.get("arch"))}))
     write_atomic(run_dir / f"{name}.json", json.dumps(info, indent=2) + "\n")
 
 
