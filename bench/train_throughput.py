@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spinegrade.crops.cache import write_cache
+from spinegrade.crops.cache import INDEX_COLUMNS, write_cache
 from spinegrade.crops.extract import DEFAULT_K, DEFAULT_SIZE
 from spinegrade.models import create_model
 from spinegrade.training.augment import AugmentConfig
@@ -50,20 +50,7 @@ def synthetic_cache(folder: Path, n_crops: int, k: int, size: int, seed: int = 0
         for s in range(n_studies)
         for c, lv in TARGETS
     ]
-    index = pd.DataFrame(
-        rows[:n_crops],
-        columns=[
-            "study_id",
-            "condition",
-            "level",
-            "series_id",
-            "instance_number",
-            "x",
-            "y",
-            "severity",
-            "fold",
-        ],
-    )
+    index = pd.DataFrame(rows[:n_crops], columns=list(INDEX_COLUMNS))
     parts = (
         rng.random((min(256, n_crops - i), k, size, size), dtype=np.float32).astype(np.float16)
         for i in range(0, n_crops, 256)
