@@ -36,6 +36,7 @@ _INDEX_DTYPES: Final = {
     "series_id": "int64",
     "instance_number": "int64",
     "severity": "int8",
+    "instances": "str",  # optional provenance written by prepare: the instances of the k channels
 }
 
 
