@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -703,3 +704,91 @@ def test_rle_and_uncompressed_copies_read_to_equal_pixels(tmp_path: Path) -> Non
     assert scan_series(tmp_path / "rle").transfer_syntaxes == {"RLE Lossless": 3}
     np.testing.assert_array_equal(plain.pixels, rle.pixels)
     assert plain.instance_numbers.tolist() == rle.instance_numbers.tolist() == [1, 2, 3]
+
+
+# --- the real study (../shared): RLE files exactly as the competition ships them ---------------------------
+
+REAL_SERIES = {"Sagittal T2/STIR": "3666319702", "Sagittal T1": "3486248476", "Axial T2": "3201256954"}
+
+
+@pytest.fixture
+def native_rle() -> Iterator[None]:
+    """pydicom's own RLE decoder only, for the test; pydicom's plugins (pylibjpeg first) restored after."""
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    RLELosslessDecoder.remove_plugin("pylibjpeg")
+    yield
+    RLELosslessDecoder.remove_plugin("pydicom")
+    RLELosslessDecoder.add_plugins(
+        [
+            ("pylibjpeg", ("pydicom.pixels.decoders.pylibjpeg", "_decode_frame")),
+            ("pydicom", ("pydicom.pixels.decoders.rle", "_decode_frame")),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def real_series(real_study: Path) -> dict[str, Series]:
+    folder = real_study / "train_images" / "4646740"
+    return {kind: read_series(folder / series_id) for kind, series_id in REAL_SERIES.items()}
+
+
+@pytest.mark.slow
+def test_real_study_decodes_the_same_with_and_without_pylibjpeg(
+    real_study: Path, real_series: dict[str, Series], native_rle: None
+) -> None:
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    assert RLELosslessDecoder.available_plugins == ("pydicom",)
+    for kind, series_id in REAL_SERIES.items():
+        slow = read_series(real_study / "train_images" / "4646740" / series_id)
+        fast = real_series[kind]
+        np.testing.assert_array_equal(slow.pixels, fast.pixels)
+        assert fast.pixels.dtype == np.float32 and fast.pixels.min() >= 0 and fast.pixels.max() <= 4095
+        assert fast.n_stacks == 1 and fast.problems == ()
+    sagittal, axial = real_series["Sagittal T2/STIR"], real_series["Axial T2"]
+    assert sagittal.pixels.shape == (17, 540, 384) and axial.pixels.shape == (54, 384, 384)
+    assert np.all(np.diff(sagittal.positions[:, 0]) > 0)  # patient right to left
+    assert sagittal.instance_numbers.tolist() == list(range(17, 0, -1))  # instance 1 lies leftmost here
+    assert np.all(np.diff(axial.positions[:, 2]) < 0) and axial.instance_numbers.tolist() == list(
+        range(1, 55)
+    )
+
+
+def test_real_study_inspects_clean(real_study: Path) -> None:
+    from spinegrade.data.inspect import inspect_dataset
+
+    report = inspect_dataset(real_study, progress=False)
+    assert report["problems"] == []
+    assert report["series_quirks"]["train"] == {
+        "series_with_several_stacks": 0,
+        "slices_set_aside": 0,
+        "duplicate_positions": 0,
+        "header_faults": 0,
+    }
+
+
+def test_real_label_points_agree_across_series(real_study: Path, real_series: dict[str, Series]) -> None:
+    from spinegrade.crops.extract import label_to_pixel
+    from spinegrade.data.tables import load_rsna
+
+    points = load_rsna(real_study, "train").coordinates
+    by_id = {int(series_id): real_series[kind] for kind, series_id in REAL_SERIES.items()}
+
+    def patient(row) -> np.ndarray:
+        series = by_id[row.series_id]
+        return series.pixel_to_patient(*label_to_pixel(series, row.instance_number, row.x, row.y))
+
+    canal = {r.level: patient(r) for r in points.itertuples() if r.condition == "spinal_canal_stenosis"}
+    subarticular = points[points["condition"].str.endswith("subarticular_stenosis")]
+    assert len(canal) == 5 and len(subarticular) == 10
+    sagittal, axial = real_series["Sagittal T2/STIR"], real_series["Axial T2"]
+    for row in subarticular.itertuples():
+        point = patient(row)
+        index, x, y = sagittal.patient_to_pixel(point)  # inside the sagittal T2 volume ...
+        assert -0.5 <= index <= len(sagittal) - 0.5 and 0 <= x < 384 and 0 <= y < 540
+        assert np.linalg.norm(point - canal[row.level]) < 16.0  # ... near the canal point of its level
+    for level, point in canal.items():  # the axial slice chosen from a canal point is the labelled one, +-1
+        chosen = axial.instance_numbers[axial.nearest_slice(point)]
+        labelled = subarticular.loc[subarticular["level"] == level, "instance_number"]
+        assert np.min(np.abs(labelled.to_numpy() - chosen)) <= 1, (level, chosen, labelled.tolist())
