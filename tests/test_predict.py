@@ -179,7 +179,7 @@ def test_one_corrupt_file_is_skipped_and_reported(data: Path, setup: dict[str, P
         warnings.simplefilter("ignore", PredictionWarning)
         submission, summary = run_predict(data, setup)
     notes = [p for p in summary.problems if p.study_id == study_id and damaged.name in p.message]
-    assert notes and notes[0].kind == "corrupt"  # the reader's own kind for a damaged file
+    assert notes and notes[0].kind == "missing_tag"  # the reader names the file and why (a cut header)
     spinal = pd.DataFrame(study_json(summary, study_id)["grades"]).query(
         "condition == 'spinal_canal_stenosis'"
     )

@@ -792,3 +792,21 @@ def test_real_label_points_agree_across_series(real_study: Path, real_series: di
         chosen = axial.instance_numbers[axial.nearest_slice(point)]
         labelled = subarticular.loc[subarticular["level"] == level, "instance_number"]
         assert np.min(np.abs(labelled.to_numpy() - chosen)) <= 1, (level, chosen, labelled.tolist())
+
+
+def test_read_study_drops_only_the_series_that_cannot_be_used(tmp_path: Path) -> None:
+    from spinegrade.prediction.studies import StudyPlan, read_study
+
+    study = tmp_path / "7"
+    _axial_stack(study / "1", n=3)
+    bad = _slice(study / "1", "bad.dcm", instance=4321, position=[0, 0, -12.5], SliceThickness="7.77")
+    _patch(bad, b"7.77", b"7..7")
+    _slice(study / "1", "nopos.dcm", instance=9, position=None)
+    for instance in (1, 2):
+        _slice(study / "2", f"{instance}.dcm", instance=instance, position=None, orientation=None)
+    images = read_study(StudyPlan(7, (("Axial T2", study / "1"), ("Sagittal T1", study / "2"))))
+    assert list(images.series_by_type) == ["Axial T2"]  # the sagittal one has no usable geometry
+    assert images.series_by_type["Axial T2"][0].instance_numbers.tolist() == [1, 2, 3]
+    kinds = [p.kind for p in images.problems]
+    assert {"header_fault", "partial_geometry", "unusable_geometry"} <= set(kinds)
+    assert all(p.study_id == 7 for p in images.problems)

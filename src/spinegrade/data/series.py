@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.pixels import pixel_array as decode_pixels
 from pydicom.pixels.processing import apply_modality_lut
+from pydicom.tag import BaseTag
 from scipy import ndimage
 
 from spinegrade.errors import DataError, Problem
@@ -688,8 +689,9 @@ def _integer(text: bytes) -> int:
 
 
 @functools.cache
-def _tag_number(keyword: str) -> int:
-    return tag_for_keyword(keyword)
+def _tag_number(keyword: str) -> BaseTag:
+    """The tag of a keyword, as the BaseTag pydicom's lookups take without converting it again."""
+    return BaseTag(tag_for_keyword(keyword))
 
 
 def _tag(keyword: str) -> str:
