@@ -810,3 +810,43 @@ def test_read_study_drops_only_the_series_that_cannot_be_used(tmp_path: Path) ->
     kinds = [p.kind for p in images.problems]
     assert {"header_fault", "partial_geometry", "unusable_geometry"} <= set(kinds)
     assert all(p.study_id == 7 for p in images.problems)
+
+
+def test_inspect_counts_stacks_set_aside_slices_duplicates_and_header_faults(tiny_phantom, tmp_path) -> None:
+    import shutil
+
+    from spinegrade.data.inspect import inspect_dataset
+    from spinegrade.data.tables import load_rsna
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_phantom, data)
+    rsna = load_rsna(data, "train")
+    row = rsna.descriptions[rsna.descriptions["series_description"] == "Axial T2"].iloc[0]
+    folder = rsna.series_folder(row.study_id, row.series_id)
+    source = sorted(folder.glob("*.dcm"))[0]
+
+    def copy(name: str, instance: int, **tags) -> Path:
+        ds = pydicom.dcmread(source)
+        ds.InstanceNumber = instance
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(folder / name)
+        return folder / name
+
+    copy("localiser.dcm", 9001, ImageOrientationPatient=SAGITTAL)
+    copy("duplicate.dcm", 9002)
+    _patch(copy("fault.dcm", 9003, SliceThickness="7.77"), b"7.77", b"7..7")
+    report = inspect_dataset(data, progress=False)
+    assert report["series_quirks"]["train"] == {
+        "series_with_several_stacks": 0,
+        "slices_set_aside": 2,
+        "duplicate_positions": 1,
+        "header_faults": 1,
+    }
+    found = {p["kind"]: Path(p["file"]).name for p in report["problems"] if p["series_id"] == row.series_id}
+    assert found == {
+        "localiser": "localiser.dcm",
+        "duplicate_position": "duplicate.dcm",
+        "header_fault": "fault.dcm",
+    }
+    assert report["problem_counts"]["header_fault"] == 1
