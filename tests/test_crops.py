@@ -332,3 +332,15 @@ def test_real_study_prepare_cuts_25_crops_of_the_labelled_instances(real_study, 
             assert channels == [min(n + 1, last), n, max(n - 1, 1)]
     crops = np.asarray(cache.crops[real.index.to_numpy()], dtype=np.float32)
     assert np.isfinite(crops).all() and (crops.std(axis=(2, 3)) > 0.02).all()  # anatomy, not padding
+
+
+def test_locator_slice_context_stays_in_the_slice_stack():
+    import torch
+
+    from spinegrade.localization.dataset import slice_input
+
+    series = make_series(np.zeros((5, 4, 4), np.float32))
+    series = Series(**{**series.__dict__, "stacks": np.array([0, 0, 0, 1, 1])})
+    stack = torch.arange(5.0)[:, None, None].expand(5, 4, 4)
+    assert slice_input(stack, 2, 3, series)[:, 0, 0].tolist() == [1.0, 2.0, 2.0]
+    assert slice_input(stack, 2, 3)[:, 0, 0].tolist() == [1.0, 2.0, 3.0]  # without the series: plain clamp
