@@ -642,7 +642,7 @@ def _value(holder: Dataset, path: Path, keyword: str, convert: Callable[[Any], T
         element = holder.get_item(tag)
         if element is None:
             return None
-        value = _raw_number(element)
+        value = _raw_value(element)
         if value is None:
             value = holder[tag].value
         if value is None or (isinstance(value, str | bytes) and not value.strip()):
@@ -660,18 +660,21 @@ def _value(holder: Dataset, path: Path, keyword: str, convert: Callable[[Any], T
         ) from exc
 
 
-def _raw_number(element: Any) -> float | int | list | bytes | None:
-    """A DS / IS value still in its raw bytes, parsed directly (pydicom's DSfloat / IS conversion costs
-    more than the RLE decoding of a slice): a number or a list of them, b"" when empty; None when the
-    element is not raw DS / IS text (then pydicom converts it). Malformed text raises ValueError."""
+def _raw_value(element: Any) -> float | int | str | list | bytes | None:
+    """A DS / IS / UI / CS value still in its raw bytes, parsed directly (pydicom's conversions, with
+    their validation, cost about as much as the RLE decoding of a slice): a number, an ASCII string or a
+    list of numbers, b"" when empty; None for any other element (pydicom converts it: character sets,
+    binary VRs). Malformed numbers raise ValueError."""
     if not isinstance(element, RawDataElement) or element.value is None:
         return None
     vr = element.VR or dictionary_VR(element.tag)
-    if vr not in ("DS", "IS"):
+    if vr not in ("DS", "IS", "UI", "CS"):
         return None
     text = element.value.strip(b" \0")
     if not text:
         return b""
+    if vr in ("UI", "CS"):
+        return text.decode("ascii")
     parse = float if vr == "DS" else _integer
     values = [parse(part) for part in text.split(b"\\")]
     return values[0] if len(values) == 1 else values
