@@ -20,3 +20,14 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "data"
     write_phantom(out, studies=3, seed=11, size=64, test_studies=1, workers=1, progress=False)
     return out
+
+
+REAL_STUDY_DIR = REAL_CSV_DIR.parent / "rsna2024-real-study"
+
+
+@pytest.fixture(scope="session")
+def real_study() -> Path:
+    """The one real RSNA study of ../shared (RLE files and its CSV rows); skips where a clone has none."""
+    if not (REAL_STUDY_DIR / "train_images").is_dir():
+        pytest.skip(f"the real study is not at {REAL_STUDY_DIR}")
+    return REAL_STUDY_DIR

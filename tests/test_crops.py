@@ -13,6 +13,7 @@ from spinegrade.crops.cache import CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_CROP_MM
 from spinegrade.crops.extract import (
     crop_25d,
+    crop_instances,
     crops_for_points,
     label_to_pixel,
     parse_crop_mm,
@@ -75,9 +76,10 @@ def test_crops_equal_scipy_bilinear_interpolation_with_zero_padding():
     pixels = rng.random((6, 40, 50), dtype=np.float32)
     series = make_series(pixels, spacing=(0.7, 0.9))
     for index, x, y in [(0, 3.3, 37.8), (5, 49.6, -2.2), (2, 25.1, 19.7), (3, -30.0, 10.0)]:
-        crop = crop_25d(series, index, x, y, size_mm=30.0, out_px=24, k=3, pixels=pixels)
+        # 15 mm over 24 px = 0.625 mm output pixels, finer than the source: plain bilinear taps.
+        crop = crop_25d(series, index, x, y, size_mm=15.0, out_px=24, k=3, pixels=pixels)
         grid = np.arange(24) - 11.5
-        rows, cols = y + grid * 30 / 24 / 0.7, x + grid * 30 / 24 / 0.9
+        rows, cols = y + grid * 15 / 24 / 0.7, x + grid * 15 / 24 / 0.9
         for j, slice_index in enumerate(np.clip([index - 1, index, index + 1], 0, 5)):
             r, c = np.meshgrid(rows, cols, indexing="ij")
             expected = map_coordinates(pixels[slice_index], [r, c], order=1, mode="grid-constant", cval=0.0)
@@ -248,3 +250,97 @@ def test_cache_round_trip_and_inconsistency_is_named(tmp_path):
         CropCache.open(tmp_path)
     with pytest.raises(DataError, match=r"crops\.npy is missing"):
         CropCache.open(tmp_path / "nowhere")
+
+
+def test_neighbours_are_sampled_through_their_own_geometry_within_their_own_stack():
+    """Slices whose origins shift in-plane (and a second stack) still give aligned 2.5D channels."""
+    rows, cols, spacing = 40, 40, 1.0
+
+    def anatomy(points: np.ndarray) -> np.ndarray:  # a pattern fixed in patient space, same on every slice
+        return np.exp(-((points[..., 1] - 22.0) ** 2 + (points[..., 2] + 18.0) ** 2) / 30.0)
+
+    orientation = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])  # sagittal
+    shifts = [0.0, 3.0, -2.5, 0.0, 1.0]  # in-plane shift of each slice's origin (mm, along columns)
+    positions = np.array([[4.0 * i, shift, 0.0] for i, shift in enumerate(shifts)])
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    pixels = np.stack(
+        [anatomy(p + c[..., None] * orientation[0] + r[..., None] * orientation[1]) for p in positions]
+    ).astype(np.float32)
+    series = Series(
+        pixels=pixels,
+        instance_numbers=np.arange(1, 6),
+        positions=positions,
+        orientation=orientation,
+        pixel_spacing=np.full((5, 2), spacing),
+        original_shapes=np.full((5, 2), 40),
+        slice_thickness=4.0,
+        series_id="shifted",
+        stacks=np.array([0, 0, 0, 1, 1]),
+    )
+    crop = crop_25d(series, 1, 22.0 - shifts[1], 18.0, size_mm=16.0, out_px=16, k=3, pixels=pixels)
+    for channel in crop[[0, 2]]:  # the neighbours show the centre slice's anatomy at the same places
+        assert np.abs(channel - crop[1]).max() < 0.02
+    naive = pixels[0][10:26, 11 - 3 : 27 - 3]  # the same pixel indices on slice 0: the anatomy shifted
+    assert np.abs(naive - crop[1]).max() > 0.2
+    # Slice 2 ends the first stack: its neighbours repeat it rather than reach into the second stack.
+    points = pd.DataFrame(
+        {"condition": ["spinal_canal_stenosis"] * 2, "slice_index": [2, 3], "x": 20.0, "y": 20.0}
+    )
+    assert crop_instances(series, points, k=3) == ["2 3 3", "4 4 5"]
+    by_instance = pd.DataFrame(
+        {"condition": ["spinal_canal_stenosis"], "instance_number": [1], "x": 5.0, "y": 5.0}
+    )
+    assert crop_instances(series, by_instance, k=5) == ["1 1 1 2 3"]
+
+
+def test_crops_coarser_than_the_source_are_anti_aliased():
+    stripes = np.tile([0.0, 1.0], 60).astype(np.float32)  # period 2 px at 0.5 mm: 1 mm stripes
+    pixels = np.broadcast_to(stripes, (1, 120, 120)).copy()
+    series = make_series(pixels, spacing=(0.5, 0.5))
+    # Output pixels of 2 mm: the stripes cannot be represented; a plain bilinear tap would alias them.
+    crop = crop_25d(series, 0, 60.0, 60.0, size_mm=32.0, out_px=16, k=1, pixels=pixels)[0]
+    assert crop.mean() == pytest.approx(0.5, abs=0.02) and crop.std() < 0.02
+    # Output pixels finer than the source are not smoothed: the stripes survive.
+    fine = crop_25d(series, 0, 60.0, 60.0, size_mm=8.0, out_px=32, k=1, pixels=pixels)[0]
+    assert fine.max() - fine.min() > 0.4  # bilinear taps between 0 and 1 stripes: 0.25 and 0.75
+
+
+def test_real_study_prepare_cuts_25_crops_of_the_labelled_instances(real_study, tmp_path):
+    """prepare on the real RLE study (twice, under two ids, since folds need two studies)."""
+    from rich.console import Console
+
+    from spinegrade.crops.prepare import prepare
+
+    data = tmp_path / "data"
+    (data / "train_images").mkdir(parents=True)
+    twin = 4646741
+    for name in ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv"):
+        table = pd.read_csv(real_study / name)
+        pd.concat([table, table.assign(study_id=twin)]).to_csv(data / name, index=False)
+    for study_id in (4646740, twin):
+        (data / "train_images" / str(study_id)).symlink_to(real_study / "train_images" / "4646740")
+    cache = prepare(data, tmp_path / "cache", k=3, size=24, n_folds=2, workers=1, console=Console(quiet=True))
+    real = cache.index[cache.index["study_id"] == 4646740]
+    assert len(real) == 25 and cache.index["fold"].nunique() == 2
+    n_slices = {3666319702: 17, 3486248476: 17, 3201256954: 54}
+    for row in real.itertuples():
+        channels = [int(n) for n in row.instances.split()]
+        n, last = row.instance_number, n_slices[row.series_id]
+        if row.series_id == 3201256954:  # axial, head to feet: instance numbers ascend
+            assert channels == [max(n - 1, 1), n, min(n + 1, last)]
+        else:  # sagittal, patient right to left: here instance numbers descend
+            assert channels == [min(n + 1, last), n, max(n - 1, 1)]
+    crops = np.asarray(cache.crops[real.index.to_numpy()], dtype=np.float32)
+    assert np.isfinite(crops).all() and (crops.std(axis=(2, 3)) > 0.02).all()  # anatomy, not padding
+
+
+def test_locator_slice_context_stays_in_the_slice_stack():
+    import torch
+
+    from spinegrade.localization.dataset import slice_input
+
+    series = make_series(np.zeros((5, 4, 4), np.float32))
+    series = Series(**{**series.__dict__, "stacks": np.array([0, 0, 0, 1, 1])})
+    stack = torch.arange(5.0)[:, None, None].expand(5, 4, 4)
+    assert slice_input(stack, 2, 3, series)[:, 0, 0].tolist() == [1.0, 2.0, 2.0]
+    assert slice_input(stack, 2, 3)[:, 0, 0].tolist() == [1.0, 2.0, 3.0]  # without the series: plain clamp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -102,12 +103,18 @@ def test_unreachable_hub_is_detected_quickly_and_sets_offline(monkeypatch: pytes
     started = time.perf_counter()
     assert not hub_reachable("hub.invalid", 443, timeout=0.5)  # .invalid never resolves (RFC 6761)
 
+    release = threading.Event()
+
     def hang(*args: object, **kwargs: object) -> None:
-        time.sleep(3)
+        release.wait(10)  # until the test is done, then fail as a real connection would
+        raise TimeoutError("fake connection timed out")
 
     monkeypatch.setattr(pretrained_module.socket, "create_connection", hang)
-    assert not hub_reachable(timeout=0.5)  # a connection that hangs is given up after the timeout
-    assert time.perf_counter() - started < 2
+    try:
+        assert not hub_reachable(timeout=0.5)  # a connection that hangs is given up after the timeout
+        assert time.perf_counter() - started < 2
+    finally:
+        release.set()  # the checker's thread ends now, inside this test, with an OSError it handles
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(pretrained_module, "hub_reachable", lambda: False)
     assert hub_offline()

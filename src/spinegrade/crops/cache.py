@@ -32,11 +32,14 @@ INDEX_COLUMNS: Final = (
     "severity",
     "fold",
 )
+# Written when present: `instances`, the instance numbers (space separated) that fill a crop's k channels.
+OPTIONAL_INDEX_COLUMNS: Final = ("instances",)
 _INDEX_DTYPES: Final = {
     "study_id": "int64",
     "series_id": "int64",
     "instance_number": "int64",
     "severity": "int8",
+    "instances": "str",
 }
 
 
@@ -104,6 +107,7 @@ def write_cache(
     crops.flush()
     del crops
     os.replace(tmp, path / CROPS_FILE)
-    write_atomic(path / INDEX_FILE, index.loc[:, list(INDEX_COLUMNS)].to_csv(index=False))
+    columns = [*INDEX_COLUMNS, *(c for c in OPTIONAL_INDEX_COLUMNS if c in index.columns)]
+    write_atomic(path / INDEX_FILE, index.loc[:, columns].to_csv(index=False))
     write_atomic(path / META_FILE, json.dumps(meta, indent=2) + "\n")
     return CropCache.open(path)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
 from spinegrade.data.intensity import normalize
@@ -64,7 +65,7 @@ def _sample(
     out_px: int,
     k: int,
 ) -> np.ndarray:
-    """Bilinear samples of `pixels` for N points at once -> float32 (N, k, out_px, out_px)."""
+    """Samples of `pixels` for N points at once -> float32 (N, k, out_px, out_px) (see crop_25d)."""
     _check_shape_args(k, out_px)
     n_slices = pixels.shape[0]
     centre = np.rint(slice_index).astype(np.int64)
@@ -74,42 +75,54 @@ def _sample(
         raise DataError(
             f"series {series.series_id}: crop centre is not finite (x={x.tolist()}, y={y.tolist()})"
         )
-    spacing = np.asarray(series.pixel_spacing, dtype=np.float64)[centre]  # (N, 2): (dy, dx) in mm
-    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+    spacing = np.asarray(series.pixel_spacing, dtype=np.float64)
+    if not np.all(np.isfinite(spacing[centre]) & (spacing[centre] > 0)):
         raise DataError(
-            f"series {series.series_id}: PixelSpacing (0028,0030) {spacing.tolist()} is missing or not > 0"
+            f"series {series.series_id}: PixelSpacing (0028,0030) {spacing[centre].tolist()} is missing or "
+            "not > 0"
         )
-    # Pixel centres of the output grid, in input pixels: out_px cells of size_mm/out_px mm each.
+    # Pixel centres of the output grid on the centre slice, in its pixels: out_px cells of size_mm/out_px mm.
     grid = np.arange(out_px, dtype=np.float64) - (out_px - 1) / 2
-    rows = y[:, None] + grid[None, :] * (size_mm / out_px / spacing[:, 0])[:, None]  # (N, S)
-    cols = x[:, None] + grid[None, :] * (size_mm / out_px / spacing[:, 1])[:, None]  # (N, S)
-    slices = np.clip(centre[:, None] + np.arange(k) - k // 2, 0, n_slices - 1)  # (N, k): ends repeat
-    # Bilinear interpolation is separable on this axis-aligned grid: along rows, then along columns.
-    strip = sum(  # (N, k, S, cols)
-        pixels[slices[:, :, None], index[:, None, :], :] * weight[:, None, :, None]
-        for index, weight in _taps(rows, pixels.shape[1])
-    )
-    crops = sum(
-        np.take_along_axis(strip, index[:, None, None, :], axis=3) * weight[:, None, None, :]
-        for index, weight in _taps(cols, pixels.shape[2])
-    )
-    return np.asarray(crops, dtype=np.float32).reshape(len(centre), k, out_px, out_px)
+    step_mm = size_mm / out_px  # (N,)
+    rows = y[:, None] + grid[None, :] * (step_mm[:, None] / spacing[centre, 0][:, None])  # (N, S)
+    cols = x[:, None] + grid[None, :] * (step_mm[:, None] / spacing[centre, 1][:, None])  # (N, S)
+    slices = series.neighbours(centre, k)  # (N, k): the centre's own stack, its ends repeated
+    out = np.empty((len(centre), k, out_px, out_px), dtype=np.float32)
+    smoothed: dict[tuple[int, float, float], np.ndarray] = {}
+    for n in range(len(centre)):
+        r_grid, c_grid = np.meshgrid(rows[n], cols[n], indexing="ij")
+        points = None
+        for j, s in enumerate(slices[n]):
+            if s == centre[n]:
+                r, c = r_grid, c_grid
+            else:  # the centre grid's patient positions, in this neighbour's own pixel grid
+                if points is None:
+                    points = series.pixel_to_patient(centre[n], c_grid, r_grid)
+                relative = points - series.positions[s]
+                orientation = series.slice_orientations[s]
+                c = relative @ orientation[0] / spacing[s, 1]
+                r = relative @ orientation[1] / spacing[s, 0]
+            sigma = _antialias_sigma(step_mm[n], spacing[s])
+            key = (int(s), *sigma)
+            if key not in smoothed:
+                smoothed[key] = (
+                    ndimage.gaussian_filter(pixels[s], sigma, mode="constant") if any(sigma) else pixels[s]
+                )
+            out[n, j] = ndimage.map_coordinates(
+                smoothed[key], [r, c], order=1, mode="grid-constant", cval=0.0
+            )
+    return out
 
 
-def _taps(coords: np.ndarray, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The two linear-interpolation taps (index, weight) of fractional `coords` on an axis of `length`.
+def _antialias_sigma(step_mm: float, spacing: np.ndarray) -> tuple[float, float]:
+    """Gaussian sigma (rows, cols; source pixels) that removes what an output pixel of `step_mm` cannot hold.
 
-    Taps beyond the axis get weight 0 (zero padding); their index is clipped so that it can be gathered.
+    (factor - 1) / 2 per axis, factor = output / source pixel size (as skimage's anti-aliased resize); 0
+    when the output pixel is not coarser than the source (the locator's resize anti-aliases likewise).
     """
-    lower = np.floor(coords)
-    fraction = coords - lower
-    taps = []
-    for index, weight in ((lower, 1.0 - fraction), (lower + 1, fraction)):
-        inside = (index >= 0) & (index < length)
-        taps.append(
-            (np.clip(index, 0, length - 1).astype(np.intp), np.where(inside, weight, 0).astype(np.float32))
-        )
-    return taps
+    factor = step_mm / np.asarray(spacing, dtype=np.float64)
+    sigma = np.maximum(0.0, (factor - 1.0) / 2.0)
+    return float(round(sigma[0], 6)), float(round(sigma[1], 6))
 
 
 def crop_25d(
@@ -126,7 +139,11 @@ def crop_25d(
     """One crop, float32 (k, out_px, out_px) in [0, 1], centred on pixel (x=column, y=row) of a slice.
 
     The window is `size_mm` wide in that slice's PixelSpacing, so it covers the same anatomy at any
-    resolution; slices beyond the series ends repeat the edge slice, pixels outside the image are 0.
+    resolution. The k channels are the slice and its neighbours in its own stack (`Series.neighbours`:
+    canonical order, the stack's ends repeated); each neighbour is sampled at the patient positions of
+    the centre slice's grid through its own geometry, so tilted or shifted neighbours stay aligned.
+    Bilinear taps; a source finer than the output pixel is Gaussian-smoothed first (anti-aliasing).
+    Pixels outside the image are 0.
     `pixels` are the series' pixels already normalised (pass `normalize(series.pixels)` when cutting
     several crops from one series); they are normalised here when omitted.
     """
@@ -163,27 +180,38 @@ def crops_for_points(
     (x, y in that instance's own grid, as in train_label_coordinates.csv).
     """
     sizes = resolve_crop_mm(crop_mm)
+    index, x, y = _crop_centres(series, points)
+    unknown = sorted(set(points["condition"]) - set(GROUP_OF_CONDITION))
+    if unknown:
+        raise DataError(f"points for series {series.series_id} have unknown condition(s) {unknown}")
+    size_mm = points["condition"].map(lambda c: sizes[GROUP_OF_CONDITION[c]]).to_numpy(np.float64)
+    return _sample(series, normalize(series.pixels, *NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
+
+
+def crop_instances(series: Series, points: pd.DataFrame, *, k: int = DEFAULT_K) -> list[str]:
+    """The instance numbers, space separated, that fill the k channels of each point's crop, in order
+    (edge repeats included): the provenance of what crops_for_points cuts for the same `points`."""
+    index, _, _ = _crop_centres(series, points)
+    _check_shape_args(k, 1)
+    slices = series.neighbours(np.rint(index).astype(np.int64), k)
+    return [" ".join(str(int(n)) for n in series.instance_numbers[row]) for row in slices]
+
+
+def _crop_centres(series: Series, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(slice index, x, y) float64 arrays of `points` in the stored pixel grid (see crops_for_points)."""
     where = "slice_index" if "slice_index" in points.columns else "instance_number"
     missing = [c for c in ("condition", "x", "y") if c not in points.columns]
     if where not in points.columns:
         missing.append("slice_index or instance_number")
     if missing:
         raise DataError(f"points for series {series.series_id} lack column(s) {', '.join(missing)}")
-    unknown = sorted(set(points["condition"]) - set(GROUP_OF_CONDITION))
-    if unknown:
-        raise DataError(f"points for series {series.series_id} have unknown condition(s) {unknown}")
-    size_mm = points["condition"].map(lambda c: sizes[GROUP_OF_CONDITION[c]]).to_numpy(np.float64)
     if where == "slice_index":
-        index = points["slice_index"].to_numpy(np.float64)
-        x = points["x"].to_numpy(np.float64)
-        y = points["y"].to_numpy(np.float64)
-    else:
-        located = np.array(
-            [
-                label_to_pixel(series, n, px, py)
-                for n, px, py in zip(points["instance_number"], points["x"], points["y"], strict=True)
-            ],
-            dtype=np.float64,
-        ).reshape(-1, 3)
-        index, x, y = located.T
-    return _sample(series, normalize(series.pixels, *NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
+        return tuple(points[c].to_numpy(np.float64) for c in ("slice_index", "x", "y"))
+    located = np.array(
+        [
+            label_to_pixel(series, n, px, py)
+            for n, px, py in zip(points["instance_number"], points["x"], points["y"], strict=True)
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 3)
+    return located[:, 0], located[:, 1], located[:, 2]

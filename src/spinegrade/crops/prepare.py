@@ -1,7 +1,9 @@
 """Build the crop cache: one 2.5D crop per labelled (study, condition, level) point, with study-level folds.
 
-Work is done study by study (each series read once) in a process pool; every finished study is saved as
-CACHE/shards/<study_id>.npz, so an interrupted run picks up where it stopped. When every study is done
+Work is done study by study (each series read once, with the same policy as predict: bad slices skipped
+and reported, see read_usable_series) in a process pool; every finished study is saved as
+CACHE/shards/<study_id>.npz, so an interrupted run picks up where it stopped. index.csv gets an
+`instances` column: the instance numbers that fill each crop's k channels, in order. When every study is done
 (or has failed: listed in CACHE/failed.csv) the shards are merged into crops.npy + index.csv + meta.json.
 """
 
@@ -28,9 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import spinegrade
 from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
-from spinegrade.crops.extract import crops_for_points, resolve_crop_mm
+from spinegrade.crops.extract import crop_instances, crops_for_points, resolve_crop_mm
 from spinegrade.crops.folds import study_folds
-from spinegrade.data.series import read_series
+from spinegrade.data.series import read_usable_series
 from spinegrade.data.tables import join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic
@@ -89,7 +91,7 @@ def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
         return False
     try:
         with np.load(shard, allow_pickle=False) as saved:
-            if int(saved["n_rows"]) != len(rows):
+            if int(saved["n_rows"]) != len(rows) or "instances" not in saved:
                 return False
             expected = _shard_arrays(rows)
             return all(np.array_equal(saved[key], expected[key]) for key in _KEYS)
@@ -100,6 +102,7 @@ def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
 def _crop_study(job: StudyJob) -> StudyResult:
     """Crop every labelled point of one study, reading each series once, and save the study's shard."""
     crops = np.zeros((len(job.rows), job.k, job.size, job.size), dtype=np.float16)
+    instances = np.full(len(job.rows), "", dtype=object)
     failures: list[tuple[int, str]] = []
     quirks: list[tuple[int, str]] = []
     for series_id, at in job.rows.groupby("series_id", sort=False).indices.items():
@@ -109,10 +112,14 @@ def _crop_study(job: StudyJob) -> StudyResult:
             try:
                 if not folder.is_dir():
                     raise DataError(f"series folder {folder} is missing")
-                series = read_series(folder)
-                crops[at] = crops_for_points(
-                    series, job.rows.iloc[at], k=job.k, size=job.size, crop_mm=job.crop_mm
-                )
+                series, problems = read_usable_series(folder)
+                if series is None:  # the last problem says why
+                    quirks.extend((int(series_id), p.message) for p in problems[:-1])
+                    raise DataError(problems[-1].message)
+                quirks.extend((int(series_id), p.message) for p in problems)
+                rows = job.rows.iloc[at]
+                crops[at] = crops_for_points(series, rows, k=job.k, size=job.size, crop_mm=job.crop_mm)
+                instances[at] = crop_instances(series, rows, k=job.k)
             except Exception as e:  # a failing study is reported and skipped, never fatal to the run
                 failures.append((int(series_id), f"{type(e).__name__}: {e}"))
         quirks.extend((int(series_id), str(w.message)) for w in caught)
@@ -120,7 +127,13 @@ def _crop_study(job: StudyJob) -> StudyResult:
         return StudyResult(job.study_id, 0, failures, quirks)
     tmp = job.shard.with_name(job.shard.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, crops=crops, n_rows=np.int64(len(job.rows)), **_shard_arrays(job.rows))
+        np.savez(
+            f,
+            crops=crops,
+            instances=instances.astype(str),
+            n_rows=np.int64(len(job.rows)),
+            **_shard_arrays(job.rows),
+        )
     os.replace(tmp, job.shard)
     return StudyResult(job.study_id, len(job.rows), [], quirks)
 
@@ -199,6 +212,11 @@ def _merge(
         raise DataError(f"no study could be cropped; see {out / FAILED_FILE}")
     studies = index.groupby("study_id", sort=False).size()
     shape = (meta["k"], meta["size"], meta["size"])
+    instances = []
+    for study_id in studies.index:
+        with np.load(out / SHARDS_DIR / f"{study_id}.npz", allow_pickle=False) as saved:
+            instances.extend(saved["instances"].tolist())
+    index = index.assign(instances=instances)
 
     def parts() -> Iterator[np.ndarray]:
         for study_id, n_rows in studies.items():

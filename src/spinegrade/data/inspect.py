@@ -36,6 +36,8 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
 
     Keys: data_dir, splits, images (per split: scanned or why not), studies, series_per_type,
     slices_per_series (per split and type: min/median/max), image_sizes ('ROWSxCOLS' -> images),
+    series_quirks (per split: series with several stacks, slices set aside, duplicate positions, header
+    faults; each also listed in problems),
     labels (labelled/blank counts, per severity), class_counts (condition -> level -> severity -> n),
     coordinates, sample_submission (rows, studies), problem_counts and problems (Problem dicts).
     Fatal inconsistencies raise DataError.
@@ -51,7 +53,7 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
             f"{data_dir} holds no RSNA dataset: none of {', '.join(sum(_SPLIT_MARKERS.values(), ()))} found"
         )
     report: dict[str, Any] = {"data_dir": str(data_dir), "splits": splits}
-    for key in ("images", "studies", "series_per_type", "slices_per_series", "image_sizes"):
+    for key in ("images", "studies", "series_per_type", "slices_per_series", "image_sizes", "series_quirks"):
         report[key] = {}
     problems: list[Problem] = []
     test_studies: set[int] | None = None
@@ -77,6 +79,7 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
         report["images"][split] = f"{len(scanned)} series folders scanned"
         report["slices_per_series"][split] = _slice_stats(scanned)
         report["image_sizes"][split] = _image_sizes(scanned)
+        report["series_quirks"][split] = _series_quirks(scanned)
         problems += _header_problems(data, scanned)
     if (data_dir / SAMPLE_SUBMISSION).is_file():
         report["sample_submission"], found = _submission_summary(data_dir / SAMPLE_SUBMISSION, test_studies)
@@ -164,6 +167,20 @@ def _slice_stats(scanned: list[tuple[Any, SeriesInfo]]) -> dict[str, dict[str, f
     return {
         kind: {"series": len(n), "min": int(np.min(n)), "median": float(np.median(n)), "max": int(np.max(n))}
         for kind, n in sorted(by_type.items())
+    }
+
+
+def _series_quirks(scanned: list[tuple[Any, SeriesInfo]]) -> dict[str, int]:
+    """Counts of what the reader works around: series of several stacks (angled blocks), slices set
+    aside (localisers, foreign series, partial geometry, duplicates), duplicate positions, header faults."""
+    from spinegrade.data.series import SET_ASIDE_KINDS
+
+    kinds = Counter(p.kind for _, info in scanned for p in info.problems)
+    return {
+        "series_with_several_stacks": sum(info.n_stacks > 1 for _, info in scanned),
+        "slices_set_aside": sum(kinds[k] for k in SET_ASIDE_KINDS),
+        "duplicate_positions": kinds["duplicate_position"],
+        "header_faults": kinds["header_fault"],
     }
 
 
@@ -261,6 +278,8 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(overview, series)
     for split, sizes in report["image_sizes"].items():
         console.print(Text(f"{split} images per size (rows x cols): {sizes}"))
+    for split, quirks in report["series_quirks"].items():
+        console.print(Text(f"{split} series quirks: " + ", ".join(f"{k} {n}" for k, n in quirks.items())))
     if "sample_submission" in report:
         submission = report["sample_submission"]
         console.print(

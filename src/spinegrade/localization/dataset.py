@@ -37,8 +37,11 @@ def volume_input(stack: torch.Tensor, depth: int) -> torch.Tensor:
     return F.interpolate(flat, size=depth, mode="linear", align_corners=True)[0].T.reshape(depth, h, w)
 
 
-def slice_input(stack: torch.Tensor, index: int, context: int) -> torch.Tensor:
-    """(n, S, S) slices -> (context, S, S): the slice `index` and its neighbours (edges repeated)."""
+def slice_input(stack: torch.Tensor, index: int, context: int, series: Series | None = None) -> torch.Tensor:
+    """(n, S, S) slices -> (context, S, S): the slice `index` and its neighbours (edges repeated); with
+    the `series` of the stack, neighbours come from the slice's own stack (angled axial blocks)."""
+    if series is not None:
+        return stack[torch.from_numpy(series.neighbours(index, context))]
     offsets = torch.arange(context) - context // 2
     return stack[(index + offsets).clamp(0, len(stack) - 1)]
 
@@ -64,7 +67,11 @@ def make_samples(
         stack = series_stack(series, size)
         rows, cols = series.pixels.shape[1:]
         for t in targets:
-            image = volume_input(stack, depth) if task.volume else slice_input(stack, t.slice_index, context)
+            image = (
+                volume_input(stack, depth)
+                if task.volume
+                else slice_input(stack, t.slice_index, context, series)
+            )
             images.append(image.half().numpy())
             points.append(
                 np.stack([rescale(t.points[:, 0], cols, size), rescale(t.points[:, 1], rows, size)], 1)

@@ -185,7 +185,7 @@ def locate_axial(
     if not picks:
         return []
     stacks = {i: series_stack(axials[i], s.size) for i in {i for i, _ in picks.values()}}
-    inputs = torch.stack([slice_input(stacks[i], index, s.context) for i, index in picks.values()])
+    inputs = torch.stack([slice_input(stacks[i], index, s.context, axials[i]) for i, index in picks.values()])
     heatmaps, _ = model.net(inputs.to(device))
     xy, confidence = decode_heatmaps(heatmaps.cpu())
     h, w = heatmaps.shape[-2:]

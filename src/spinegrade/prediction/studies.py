@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from spinegrade.data.series import Series, read_series
+from spinegrade.data.series import Series, read_usable_series
 from spinegrade.data.tables import descriptions_file, read_series_descriptions
 from spinegrade.errors import DataError, Problem
 from spinegrade.vocab import SERIES_TYPES
@@ -106,7 +106,8 @@ def _plans_from_descriptions(descriptions: pd.DataFrame, image_dir: Path) -> lis
 
 
 def read_study(plan: StudyPlan) -> StudyImages:
-    """Read every series of a study (corrupt slices skipped); unreadable series become Problems.
+    """Read every series of a study (read_usable_series: corrupt slices skipped); a series that cannot be
+    read or whose geometry cannot be used is left out with a Problem, so only its targets get priors.
 
     Safe to run in a worker process: it returns plain data and raises for nothing a file can cause.
     """
@@ -114,12 +115,11 @@ def read_study(plan: StudyPlan) -> StudyImages:
     for kind, folder in plan.series:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                series = read_series(folder, on_corrupt="skip")
-            except (DataError, OSError) as exc:
-                study.problems.append(_problem(plan, folder, "unreadable_series", f"{exc}; series ignored"))
-                continue
+            series, problems = read_usable_series(folder)  # the policy prepare reads with
+        study.problems.extend(replace(p, study_id=plan.study_id) for p in problems)
         study.problems.extend(_problem(plan, folder, "series_warning", str(w.message)) for w in caught)
+        if series is None:  # unreadable, or no usable geometry: only the targets it serves get priors
+            continue
         kind = kind or series_type(series.description) or _type_from_geometry(series)
         if kind is None:
             study.problems.append(
