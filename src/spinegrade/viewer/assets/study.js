@@ -31,9 +31,15 @@
       if (p.slice !== v.index) continue;
       const cls = `point ${p.kind} grade${p.grade}` + (p.target === highlight ? " hl" : "");
       const g = add("g", { class: cls, "data-target": p.target }, v.svg);
-      if (p.kind === "truth") add("circle", { cx: p.x, cy: p.y, r: r * 1.4 }, g);
-      else add("path", { d: `M${p.x - r} ${p.y}h${2 * r}M${p.x} ${p.y - r}v${2 * r}` }, g);
-      add("text", { x: p.x + r * 1.3, y: p.y - r * 0.5, "font-size": r * 1.7 }, g).textContent = p.label;
+      const size = { "font-size": r * 1.7 };
+      if (p.kind === "truth") {
+        // Ring, label to the left and below: the located cross keeps the right-hand side.
+        add("circle", { cx: p.x, cy: p.y, r: r * 1.4 }, g);
+        add("text", { x: p.x - r * 1.6, y: p.y + r * 1.9, "text-anchor": "end", ...size }, g).textContent = p.label;
+      } else {
+        add("path", { d: `M${p.x - r} ${p.y}h${2 * r}M${p.x} ${p.y - r}v${2 * r}` }, g);
+        add("text", { x: p.x + r * 1.3, y: p.y - r * 0.5, ...size }, g).textContent = p.label;
+      }
       add("title", {}, g).textContent = p.title;
     }
   }
