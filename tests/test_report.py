@@ -51,7 +51,9 @@ def written(case: tuple[ScoredRows, dict], tmp_path_factory: pytest.TempPathFact
 
 def test_report_files_and_json_keys(written: tuple[Path, dict]) -> None:
     out, _ = written
-    assert sorted(p.name for p in out.iterdir()) == sorted(["report.json", "report.md", "report.html", *FIGURES])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "report.md", "report.html", *FIGURES]
+    )
     for name in FIGURES:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     loaded = json.loads((out / "report.json").read_text())
@@ -106,7 +108,8 @@ def test_report_html_links_the_study_pages_that_exist(case: tuple[ScoredRows, di
     html = (out / "report.html").read_text()
     assert '<a href="../pred/view/3.html">3</a>' in html
     assert (out / "../pred/view/3.html").is_file()
-    assert html.count("<a href=") == 1  # the other studies have no page
+    assert html.count("<a href=") == 2  # the one page and the index beside it; the others have none
+    assert '<a href="../pred/view/index.html">all study pages</a>' in html
 
 
 def cheap_figures(report: dict, rows: ScoredRows, folder: Path) -> None:

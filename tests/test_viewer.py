@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from spinegrade.cli import app
 from spinegrade.crops.extract import DEFAULT_CROP_MM, label_to_pixel
 from spinegrade.data.series import read_series
 from spinegrade.data.tables import read_label_coordinates
+from spinegrade.errors import DataError
 from spinegrade.evaluation.evaluate import evaluate_submission
 from spinegrade.localization.model import LocatorSettings, build_net
 from spinegrade.localization.targets import TASKS
@@ -81,6 +84,8 @@ def graded(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "index": index,
         "data": tiny_phantom,
         "truth": truth,
+        "locator": locator,
+        "run": run,
     }
 
 
@@ -231,6 +236,25 @@ def test_old_json_needs_images_and_one_bad_study_does_not_stop_the_others(
     assert "crop settings not recorded" in html and len(page_data(html)["series"]) == 3
 
 
+def test_predict_report_and_view_on_the_command_line(graded: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pred" / "submission.csv"
+    args = ["predict", str(graded["data"]), "--runs", str(graded["run"]), "--locator", str(graded["locator"])]
+    with torch_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        result = CliRunner().invoke(app, [*args, "--out", str(out), "--report"], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    index = out.parent / "studies" / "view" / "index.html"
+    assert f"open {index}" in result.output.replace("\n", "") and index.is_file()
+    pages = tmp_path / "pages"
+    truth = graded["truth"]
+    labelled = ["--labels", str(truth / "test.csv"), "--coords", str(truth / "test_label_coordinates.csv")]
+    result = CliRunner().invoke(app, ["view", str(out.parent), "--out", str(pages), *labelled])
+    assert result.exit_code == 0, result.output
+    assert "Weighted log loss" in (pages / "index.html").read_text()
+    result = CliRunner().invoke(app, ["view", str(tmp_path / "pages")])
+    assert isinstance(result.exception, DataError) and "holds no per-study" in str(result.exception)
+
+
 # ------------------------------------------------------------------------------------------------ geometry
 
 
@@ -311,6 +335,8 @@ def browser() -> Iterator[object]:
 def test_in_chromium_the_slider_keys_and_rows_change_the_slice(
     graded: dict[str, Path], browser: object, tmp_path: Path
 ) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -336,6 +362,9 @@ def test_in_chromium_the_slider_keys_and_rows_change_the_slice(
     browser.execute_script("arguments[0].focus()", viewer)
     viewer.send_keys(Keys.ARROW_DOWN)
     assert shown()[0] == 3
+    frame = viewer.find_element(By.CLASS_NAME, "frame")
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(frame), 0, 120).perform()
+    assert shown()[0] == 4  # one wheel turn, one slice
     assert len(viewer.find_elements(By.CSS_SELECTOR, "line.plane.current")) >= 1  # the axial slice shown
     # A target row jumps to its point's series and slice.
     point = result.points.iloc[0]

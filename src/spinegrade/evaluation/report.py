@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -101,6 +102,7 @@ def report_tables(report: dict) -> list[tuple[str, pd.DataFrame]]:
     )
     losses = losses.reindex(index=[c for c in CONDITIONS if c in losses.index], columns=list(LEVELS))
     losses = losses.rename(index=condition_display, columns=level_display).reset_index()
+    losses = losses.rename_axis(columns=None)  # no 'level' header row over the table
     losses = losses.astype(object).where(losses.notna(), None)
     overall = report["metrics"]["overall"]
     per_class = pd.DataFrame(
@@ -163,8 +165,14 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 def render_html(report: dict, study_pages: dict[int, str] | None = None) -> str:
     """report.html: the tables, the figures (PNG files beside it) and the costliest studies, each linked to
-    `study_pages[study_id]` (a relative URL of its `spinegrade view` page) when given."""
+    `study_pages[study_id]` (a relative URL of its `spinegrade view` page) when given; the pages' index.html
+    is taken to sit beside them."""
     study_pages = study_pages or {}
+    index = (
+        posixpath.join(posixpath.dirname(next(iter(study_pages.values()))), "index.html")
+        if study_pages
+        else None
+    )
     inputs = report["inputs"]
     sections = [f"<h2>{escape(title)}</h2>{_html_table(frame)}" for title, frame in report_tables(report)]
     warnings = "".join(f"<li>{escape(w)}</li>" for w in report["warnings"]) or "<li>none</li>"
@@ -182,7 +190,9 @@ def render_html(report: dict, study_pages: dict[int, str] | None = None) -> str:
         worst.append(f"<tr><td>{name}</td><td>{row['n']}</td><td>{row['weighted_log_loss']:.4f}</td></tr>")
     studies = (
         "<h2>Studies with the highest loss</h2>"
-        f"<p>Weighted log loss of each study's labelled rows; {len(study_pages)} studies have a page.</p>"
+        f"<p>Weighted log loss of each study's labelled rows; {len(study_pages)} studies have a page"
+        + (f' (<a href="{escape(index)}">all study pages</a>)' if index else "")
+        + ".</p>"
         "<table><tr><th>study</th><th>rows</th><th>weighted log loss</th></tr>" + "".join(worst) + "</table>"
     )
     body = "".join(
