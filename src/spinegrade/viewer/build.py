@@ -83,9 +83,9 @@ def write_views(
     details = details_folder(pred_dir)
     out = Path(out) if out is not None else details / VIEW
     out.mkdir(parents=True, exist_ok=True)
-    truth = Truth.read(labels, coords) if labels is not None else None
     if coords is not None and labels is None:
         raise DataError("--coords needs --labels (the points are shown with the true grades)")
+    truth = Truth.read(labels, coords) if labels is not None else None
     files = sorted((p for p in details.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
     pages: list[PageSummary] = []
     failed: dict[int, str] = {}
