@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import warnings
@@ -234,6 +235,21 @@ def test_old_json_needs_images_and_one_bad_study_does_not_stop_the_others(
         )
     html = (index.parent / f"{result.study_id}.html").read_text()
     assert "crop settings not recorded" in html and len(page_data(html)["series"]) == 3
+
+
+def test_resume_keeps_the_pages_newer_than_their_json(graded: dict[str, Path], tmp_path: Path) -> None:
+    _, result = page_of(graded)
+    details = tmp_path / "studies"
+    shutil.copytree(graded["details"], details, ignore=shutil.ignore_patterns("view"))
+    index = write_views(details, progress=False)
+    page = index.parent / f"{result.study_id}.html"
+    written, listed = page.stat().st_mtime_ns, index.read_text()
+    assert write_views(details, resume=True, progress=False).read_text() == listed  # summary read back
+    assert page.stat().st_mtime_ns == written
+    later = written + 10**9
+    os.utime(details / f"{result.study_id}.json", ns=(later, later))  # graded again since
+    write_views(details, resume=True, progress=False)
+    assert page.stat().st_mtime_ns > written
 
 
 def test_predict_report_and_view_on_the_command_line(graded: dict[str, Path], tmp_path: Path) -> None:

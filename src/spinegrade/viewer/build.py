@@ -1,13 +1,16 @@
 """Write the study pages and the index for a folder of `predict`'s per-study JSON (`spinegrade view`).
 
 Each study is read again from the folders its JSON records (or from --images), one study in memory at a
-time; a study whose page cannot be made is listed in the index with the reason and the others go on.
+time; a study whose page cannot be made is listed in the index with the reason and the others go on. With
+`resume`, a page written after its JSON (and the label files) is kept: its summary for the index is read
+back from the page's head.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from spinegrade.fileio import write_atomic
 from spinegrade.prediction.results import StudyResult
 from spinegrade.prediction.studies import StudyPlan, read_study
 from spinegrade.viewer.index import index_page
-from spinegrade.viewer.page import DISPLAY_SIDE, PageSummary, study_page
+from spinegrade.viewer.page import DISPLAY_SIDE, SUMMARY_ID, PageSummary, study_page
 from spinegrade.viewer.truth import Truth
 
 DETAILS: str = "studies"  # predict's default folder for the per-study JSON, beside submission.csv
@@ -63,6 +66,19 @@ def study_plan(result: StudyResult, images: Path | None = None) -> StudyPlan:
     return StudyPlan(result.study_id, tuple(series))
 
 
+def reusable_page(page: Path, sources: list[Path]) -> PageSummary | None:
+    """The summary carried by `page` when it was written after every one of `sources`, else None."""
+    if not page.is_file() or any(page.stat().st_mtime_ns < s.stat().st_mtime_ns for s in sources):
+        return None
+    with page.open(encoding="utf-8") as f:
+        head = f.read(16384)
+    found = re.search(rf'<script type="application/json" id="{SUMMARY_ID}">(.*?)</script>', head, re.S)
+    try:
+        return PageSummary.from_dict(json.loads(found.group(1))) if found else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def write_views(
     pred_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -71,12 +87,14 @@ def write_views(
     coords: str | os.PathLike | None = None,
     images: str | os.PathLike | None = None,
     max_side: int = DISPLAY_SIDE,
+    resume: bool = False,
     progress: bool = True,
 ) -> Path:
     """Write OUT/<study_id>.html for every study graded in PRED_DIR and OUT/index.html; returns the index.
 
     OUT defaults to <JSON folder>/view. `labels` (train.csv format) and `coords` (train_label_coordinates
-    format) add the true grades, the radiologists' points and the losses.
+    format) add the true grades, the radiologists' points and the losses. `resume` keeps the pages newer
+    than their JSON and the label files (an interrupted run goes on where it stopped; same options assumed).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -92,7 +110,13 @@ def write_views(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("writing study pages", total=len(files))
+        sources = [Path(f) for f in (labels, coords) if f is not None]
         for path in files:
+            kept = reusable_page(out / f"{path.stem}.html", [path, *sources]) if resume else None
+            if kept is not None:
+                pages.append(kept)
+                bar.update(task, advance=1, description=f"kept the page of study {path.stem}")
+                continue
             try:
                 result = load_result(path)
                 study = read_study(study_plan(result, Path(images) if images is not None else None))

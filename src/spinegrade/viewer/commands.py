@@ -22,6 +22,9 @@ def view_command(
         None, "--images", help="Image folder (<study>/<series>/*.dcm) instead of the folders recorded."
     ),
     max_side: int = typer.Option(320, "--max-side", help="Slices shown at most this many pixels on a side."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep pages newer than their JSON and the label files (same options)."
+    ),
 ) -> None:
     """Write one self-contained HTML page per graded study and an index.html listing them (sortable).
 
@@ -35,5 +38,7 @@ def view_command(
 
     from spinegrade.viewer.build import write_views
 
-    index = write_views(pred_dir, out, labels=labels, coords=coords, images=images, max_side=max_side)
+    index = write_views(
+        pred_dir, out, labels=labels, coords=coords, images=images, max_side=max_side, resume=resume
+    )
     Console(stderr=True).print(f"open {index}", highlight=False)

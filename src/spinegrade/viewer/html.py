@@ -19,12 +19,13 @@ def json_script(element_id: str, data: Any) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-def document(title: str, body: str, *, scripts: tuple[str, ...] = (), data: str = "") -> str:
-    """A whole HTML page: `body` (already HTML) with the viewer CSS and the named asset scripts inline."""
+def document(title: str, body: str, *, scripts: tuple[str, ...] = (), data: str = "", head: str = "") -> str:
+    """A whole HTML page: `body` (already HTML) with the viewer CSS and the named asset scripts inline;
+    `head` goes first in <head> (where `spinegrade view --resume` reads it back cheaply)."""
     inline = "".join(f"<script>{asset(name)}</script>" for name in scripts)
     return (
         "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
+        f'<html lang="en"><head><meta charset="utf-8">{head}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{asset('viewer.css')}</style></head>\n"
         f"<body>{body}{data}{inline}</body></html>\n"

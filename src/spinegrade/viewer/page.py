@@ -8,7 +8,7 @@ crop settings by the prediction code itself, so the page shows what the classifi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from html import escape
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from spinegrade.viewer.truth import Truth
 
 DISPLAY_SIDE: Final = 320  # slices are shown at most this many pixels on a side (the page stays small)
+SUMMARY_ID: Final = "page-summary"  # the <script> holding the page's PageSummary, first in <head>
 _POINT_COLUMNS: Final = ["condition", "level", "series_id", "slice_index", "x", "y"]
 
 
@@ -56,6 +57,10 @@ class PageSummary:
     n_prior: int
     loss: float | None
     problems: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> PageSummary:
+        return cls(**{**data, "problems": tuple(data["problems"])})
 
 
 def key(condition: str, level: str) -> str:
@@ -122,6 +127,7 @@ def study_page(
         body,
         scripts=("study.js",),
         data=json_script("study-data", payload),
+        head=json_script(SUMMARY_ID, asdict(summary)),
     )
     return html, summary
 
