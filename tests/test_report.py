@@ -51,7 +51,9 @@ def written(case: tuple[ScoredRows, dict], tmp_path_factory: pytest.TempPathFact
 
 def test_report_files_and_json_keys(written: tuple[Path, dict]) -> None:
     out, _ = written
-    assert sorted(p.name for p in out.iterdir()) == sorted(["report.json", "report.md", *FIGURES])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "report.md", "report.html", *FIGURES]
+    )
     for name in FIGURES:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     loaded = json.loads((out / "report.json").read_text())
@@ -74,6 +76,40 @@ def test_report_markdown_has_the_tables(written: tuple[Path, dict]) -> None:
     assert "- a warning" in markdown
     for name in FIGURES:
         assert f"]({name})" in markdown
+
+
+def test_report_html_has_the_tables_figures_and_costliest_studies(written: tuple[Path, dict]) -> None:
+    out, report = written
+    html = (out / "report.html").read_text()
+    assert f"<td>{report['score']:.4f}</td>" in html and "Spinal Canal Stenosis" in html
+    for name in FIGURES:
+        assert f'<img src="{name}"' in html
+    assert "<li>a warning</li>" in html and "http" not in html  # nothing fetched from the network
+    worst = report["study_losses"][0]
+    assert worst["weighted_log_loss"] == max(r["weighted_log_loss"] for r in report["study_losses"])
+    assert f"<tr><td>{worst['study_id']}</td>" in html  # no page given: listed without a link
+
+
+def test_study_losses_are_each_studys_weighted_log_loss(case: tuple[ScoredRows, dict]) -> None:
+    rows, report = case
+    by_study = {r["study_id"]: r["weighted_log_loss"] for r in report["study_losses"]}
+    for study in np.unique(rows.study_id):
+        mine = rows.study_id == study
+        expected = (rows.weight[mine] * rows.nll[mine]).sum() / rows.weight[mine].sum()
+        assert by_study[int(study)] == pytest.approx(expected)
+
+
+def test_report_html_links_the_study_pages_that_exist(case: tuple[ScoredRows, dict], tmp_path: Path) -> None:
+    rows, report = case
+    views = tmp_path / "pred" / "view"
+    views.mkdir(parents=True)
+    (views / "3.html").write_text("<p>study 3</p>")
+    out = write_report(report, rows, tmp_path / "report", views=views)
+    html = (out / "report.html").read_text()
+    assert '<a href="../pred/view/3.html">3</a>' in html
+    assert (out / "../pred/view/3.html").is_file()
+    assert html.count("<a href=") == 2  # the one page and the index beside it; the others have none
+    assert '<a href="../pred/view/index.html">all study pages</a>' in html
 
 
 def cheap_figures(report: dict, rows: ScoredRows, folder: Path) -> None:

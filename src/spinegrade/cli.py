@@ -16,11 +16,12 @@ from spinegrade.evaluation.commands import evaluate_command
 from spinegrade.localization.commands import train_locator_command
 from spinegrade.prediction.commands import predict_command
 from spinegrade.training.commands import train_command
+from spinegrade.viewer.commands import view_command
 
 app = typer.Typer(
     name="spinegrade",
     help="Grade degenerative lumbar spine conditions on MRI (RSNA 2024): "
-    "phantom -> inspect -> prepare -> train -> train-locator -> predict -> evaluate.",
+    "phantom -> inspect -> prepare -> train -> train-locator -> predict -> view / evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -32,6 +33,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("train-locator")(train_locator_command)
 app.command("predict")(predict_command)
+app.command("view")(view_command)
 app.command("demo")(demo_command)
 
 

@@ -81,6 +81,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     from spinegrade.training.imbalance import parse_imbalance
     from spinegrade.training.runs import TrainConfig
     from spinegrade.training.train import train
+    from spinegrade.viewer import write_views
 
     console = console or Console(width=None if Console().is_terminal else 120)
     out = Path(out)
@@ -141,6 +142,10 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     best_run = runs[f"{best.arch}__{best.imbalance}"]
     with _stage(console, timings, "predict test studies"):
         predicted = predict(data, [best_run], locator, out / "submission.csv", details=out / "studies")
+        truth = data / "phantom_truth"  # the study pages come before scoring: the report links to them
+        pages = write_views(
+            predicted.details, labels=truth / "test.csv", coords=truth / "test_label_coordinates.csv"
+        )
     with _stage(console, timings, "score test predictions"):
         test_report = evaluate_submission(
             data / "phantom_truth" / "test.csv", predicted.submission, out=out / "reports" / "test"
@@ -165,6 +170,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
             "locator": str(locator),
             "submission": str(predicted.submission),
             "reports": str(out / "reports"),
+            "study pages": str(pages),
         },
     }
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -221,6 +227,7 @@ def _print_summary(console: Console, comparison: Any, result: dict[str, Any]) ->
     for name, path in result["paths"].items():
         console.print(f"  {name:<12} {path}", highlight=False)
     console.print(f"total {sum(result['timings_s'].values()):.0f} s", highlight=False)
+    console.print(f"open {result['paths']['study pages']} to look at the test studies", highlight=False)
 
 
 def demo_command(

@@ -31,7 +31,15 @@ def evaluate_command(
     pred: Path = typer.Option(
         ..., "--pred", help="Predictions in submission format (row_id,normal_mild,...)."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write report.json, report.md and figures here."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write report.json, report.md, report.html and figures here."
+    ),
+    views: Path | None = typer.Option(
+        None,
+        "--views",
+        help="Study pages from `spinegrade view` for report.html to link to "
+        "(default: PRED's folder/studies/view when it exists).",
+    ),
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Fill missing predictions with the per-level class frequencies."
     ),
@@ -40,7 +48,8 @@ def evaluate_command(
 
     Scores the studies of --labels that --pred predicts (a validation fold can be scored against train.csv).
 
-    --out REPORT_DIR gets report.json, report.md and PNG figures (ROC, confusion, reliability, per level).
+    --out REPORT_DIR gets report.json, report.md, report.html and PNG figures (ROC, confusion, reliability,
+    per level); report.html lists the costliest studies, linked to their `spinegrade view` pages.
 
     Example: spinegrade evaluate --labels data/train.csv --pred runs/fold0/val_predictions.csv --out report/
     """
@@ -48,7 +57,7 @@ def evaluate_command(
 
     console, errors = Console(), Console(stderr=True)
     try:
-        report = evaluate_submission(labels, pred, out=out, allow_missing=allow_missing)
+        report = evaluate_submission(labels, pred, out=out, allow_missing=allow_missing, views=views)
         for note in report["warnings"]:
             errors.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
         console.print(_score_table(report))
@@ -57,7 +66,7 @@ def evaluate_command(
             f"{counts['scored_rows']} rows of {counts['scored_studies']} studies scored", highlight=False
         )
         if out is not None:
-            console.print(f"report written to {out}", highlight=False)
+            console.print(f"report written to {out} (open {out / 'report.html'})", highlight=False)
     except DataError as exc:
         errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 from spinegrade.data.tables import read_train_labels
 from spinegrade.evaluation.report import build_report, write_report
@@ -18,10 +19,13 @@ def evaluate_submission(
     *,
     out: str | os.PathLike | None = None,
     allow_missing: bool = False,
+    views: str | os.PathLike | None = None,
 ) -> dict:
     """The report dict (score, its four parts, metrics, counts, warnings) of `pred` scored against `labels`.
 
-    With `out`, report.json, report.md and the figures are written there, all or nothing. Non-fatal issues
+    With `out`, report.json, report.md, report.html and the figures are written there, all or nothing;
+    report.html links each study to its page in `views` (default: the `spinegrade view` folder of a
+    submission written by predict, <pred folder>/studies/view, when it exists). Non-fatal issues
     (renormalised rows, unknown studies, filled predictions) are listed under report["warnings"].
     """
     with warnings.catch_warnings(record=True) as caught:
@@ -39,5 +43,6 @@ def evaluate_submission(
         inputs={"labels": str(labels), "pred": str(pred)},
     )
     if out is not None:
-        write_report(report, rows, out)
+        default_views = Path(pred).parent / "studies" / "view"
+        write_report(report, rows, out, views=views if views is not None else default_views)
     return report

@@ -1,4 +1,6 @@
-"""The evaluation report: REPORT_DIR/report.json (every number), report.md (tables) and PNG figures.
+"""The evaluation report: REPORT_DIR/report.json (every number), report.md and report.html (tables; the
+HTML page also shows the figures and links each study to its page from `spinegrade view` when there is one)
+and PNG figures.
 
 The folder is written under a temporary name next to REPORT_DIR and renamed at the end, so a failure
 leaves nothing half-written and an existing REPORT_DIR is replaced only when everything succeeded.
@@ -9,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ import pandas as pd
 from spinegrade import __version__
 from spinegrade.errors import DataError
 from spinegrade.evaluation.metrics import json_number, metrics_table, subset_metrics
-from spinegrade.evaluation.score import EPS, GROUPS, SCORE_PARTS, ScoredRows, level_losses
+from spinegrade.evaluation.score import EPS, GROUPS, SCORE_PARTS, ScoredRows, level_losses, study_losses
 from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES, condition_display, level_display
 
 CLASS_NAMES = ("Normal/Mild", "Moderate", "Severe")
@@ -58,6 +62,7 @@ def build_report(
         },
         "warnings": list(warnings),
         "level_losses": level_losses(rows).to_dict(orient="records"),
+        "study_losses": study_losses(rows).to_dict(orient="records"),
         "metrics": subset_metrics(rows),
         "eps": eps,
         "inputs": inputs or {},
@@ -84,8 +89,8 @@ def _md_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def render_markdown(report: dict) -> str:
-    """report.md: the score, counts, warnings, the per-level losses and the per-class metrics as tables."""
+def report_tables(report: dict) -> list[tuple[str, pd.DataFrame]]:
+    """The report's tables with their headings, in page order (report.md and report.html show the same)."""
     parts = pd.DataFrame(
         {"part": ["score", *SCORE_PARTS], "value": [report[k] for k in ("score", *SCORE_PARTS)]}
     )
@@ -97,6 +102,7 @@ def render_markdown(report: dict) -> str:
     )
     losses = losses.reindex(index=[c for c in CONDITIONS if c in losses.index], columns=list(LEVELS))
     losses = losses.rename(index=condition_display, columns=level_display).reset_index()
+    losses = losses.rename_axis(columns=None)  # no 'level' header row over the table
     losses = losses.astype(object).where(losses.notna(), None)
     overall = report["metrics"]["overall"]
     per_class = pd.DataFrame(
@@ -107,8 +113,21 @@ def render_markdown(report: dict) -> str:
     )
     confusion = pd.DataFrame(overall["confusion_matrix"], columns=[f"pred {c}" for c in CLASS_NAMES])
     confusion.insert(0, "true", CLASS_NAMES)
+    return [
+        ("Challenge score (weighted log loss, lower is better)", parts),
+        ("Counts", counts),
+        ("Weighted log loss per condition and level", losses),
+        ("Metrics per subset (argmax predictions)", metrics_table(report["metrics"])),
+        ("Per class, overall", per_class),
+        ("Confusion matrix, overall (rows: true class)", confusion),
+    ]
+
+
+def render_markdown(report: dict) -> str:
+    """report.md: the score, counts, warnings, the per-level losses and the per-class metrics as tables."""
+    tables = [(f"## {title}", _md_table(frame)) for title, frame in report_tables(report)]
     warnings = [f"- {w}" for w in report["warnings"]] or ["none"]
-    notes = [f"- {n}" for n in overall["notes"]]
+    notes = [f"- {n}" for n in report["metrics"]["overall"]["notes"]]
     figures = [f"![{text}]({name})" for name, text in report["figures"].items()]
     inputs = report["inputs"]
     return (
@@ -116,26 +135,86 @@ def render_markdown(report: dict) -> str:
             [
                 "# spinegrade evaluation report",
                 f"Labels: `{inputs.get('labels', 'n/a')}`; predictions: `{inputs.get('pred', 'n/a')}`",
-                "## Challenge score (weighted log loss, lower is better)",
-                _md_table(parts),
-                "## Counts",
-                _md_table(counts),
+                *tables[0],
+                *tables[1],
                 "## Warnings",
                 "\n".join(warnings),
-                "## Weighted log loss per condition and level",
-                _md_table(losses),
-                "## Metrics per subset (argmax predictions)",
-                _md_table(metrics_table(report["metrics"])),
-                "## Per class, overall",
-                _md_table(per_class),
+                *(part for table in tables[2:5] for part in table),
                 *notes,
-                "## Confusion matrix, overall (rows: true class)",
-                _md_table(confusion),
+                *tables[5],
                 "## Figures",
                 "\n\n".join(figures),
             ]
         )
         + "\n"
+    )
+
+
+_HTML_STYLE = (
+    "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 16px;color:#1f2328}"
+    "table{border-collapse:collapse;margin:8px 0 18px}th,td{border:1px solid #d0d7de;padding:4px 8px;"
+    "text-align:right}th{background:#f6f8fa}td:first-child{text-align:left}img{max-width:100%}"
+    "figure{margin:12px 0 24px}figcaption{color:#57606a}code{background:#f6f8fa;padding:1px 4px}"
+)
+WORST_STUDIES = 20
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4f}", border=0)
+
+
+def render_html(report: dict, study_pages: dict[int, str] | None = None) -> str:
+    """report.html: the tables, the figures (PNG files beside it) and the costliest studies, each linked to
+    `study_pages[study_id]` (a relative URL of its `spinegrade view` page) when given; the pages' index.html
+    is taken to sit beside them."""
+    study_pages = study_pages or {}
+    index = (
+        posixpath.join(posixpath.dirname(next(iter(study_pages.values()))), "index.html")
+        if study_pages
+        else None
+    )
+    inputs = report["inputs"]
+    sections = [f"<h2>{escape(title)}</h2>{_html_table(frame)}" for title, frame in report_tables(report)]
+    warnings = "".join(f"<li>{escape(w)}</li>" for w in report["warnings"]) or "<li>none</li>"
+    notes = "".join(f"<p>{escape(n)}</p>" for n in report["metrics"]["overall"]["notes"])
+    figures = "".join(
+        f'<figure><img src="{escape(name)}" alt="{escape(text)}">'
+        f"<figcaption>{escape(text)}</figcaption></figure>"
+        for name, text in report["figures"].items()
+    )
+    worst = []
+    for row in report.get("study_losses", [])[:WORST_STUDIES]:
+        study = int(row["study_id"])
+        page = study_pages.get(study)
+        name = f'<a href="{escape(page)}">{study}</a>' if page else str(study)
+        worst.append(f"<tr><td>{name}</td><td>{row['n']}</td><td>{row['weighted_log_loss']:.4f}</td></tr>")
+    studies = (
+        "<h2>Studies with the highest loss</h2>"
+        f"<p>Weighted log loss of each study's labelled rows; {len(study_pages)} studies have a page"
+        + (f' (<a href="{escape(index)}">all study pages</a>)' if index else "")
+        + ".</p>"
+        "<table><tr><th>study</th><th>rows</th><th>weighted log loss</th></tr>" + "".join(worst) + "</table>"
+    )
+    body = "".join(
+        [
+            "<h1>spinegrade evaluation report</h1>",
+            f"<p>Labels: <code>{escape(inputs.get('labels', 'n/a'))}</code>; predictions: "
+            f"<code>{escape(inputs.get('pred', 'n/a'))}</code></p>",
+            sections[0],
+            sections[1],
+            f"<h2>Warnings</h2><ul>{warnings}</ul>",
+            *sections[2:5],
+            notes,
+            sections[5],
+            studies,
+            "<h2>Figures</h2>",
+            figures,
+        ]
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>spinegrade evaluation report</title>"
+        f"<style>{_HTML_STYLE}</style></head><body>{body}</body></html>\n"
     )
 
 
@@ -251,8 +330,25 @@ def write_figures(report: dict, rows: ScoredRows, folder: Path) -> None:
 # ------------------------------------------------------------------------------------------------- writing
 
 
-def write_report(report: dict, rows: ScoredRows, out_dir: str | os.PathLike) -> Path:
-    """Write report.json, report.md and the figures to `out_dir`, all or nothing; returns out_dir."""
+def study_page_links(
+    views: str | os.PathLike | None, out_dir: Path, study_ids: Sequence[int]
+) -> dict[int, str]:
+    """study_id -> URL of VIEWS/<study_id>.html relative to the report folder, for the pages that exist."""
+    if views is None:
+        return {}
+    views, here = Path(views).resolve(), out_dir.resolve()
+    return {
+        s: Path(os.path.relpath(views / f"{s}.html", here)).as_posix()
+        for s in study_ids
+        if (views / f"{s}.html").is_file()
+    }
+
+
+def write_report(
+    report: dict, rows: ScoredRows, out_dir: str | os.PathLike, *, views: str | os.PathLike | None = None
+) -> Path:
+    """Write report.json, report.md, report.html and the figures to `out_dir`, all or nothing; returns
+    out_dir. `views`: a folder of study pages (`spinegrade view`) that report.html links to."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; pass a folder for the report (--out)")
@@ -263,6 +359,8 @@ def write_report(report: dict, rows: ScoredRows, out_dir: str | os.PathLike) -> 
     try:
         (staging / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         (staging / "report.md").write_text(render_markdown(report))
+        studies = [int(r["study_id"]) for r in report.get("study_losses", [])]
+        (staging / "report.html").write_text(render_html(report, study_page_links(views, out_dir, studies)))
         write_figures(report, rows, staging)
         _swap_in(staging, out_dir, out_dir.with_name(f".{out_dir.name}.old-{tag}"))
     except BaseException:

@@ -257,6 +257,22 @@ def level_losses(rows: ScoredRows) -> pd.DataFrame:
     return table.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
+def study_losses(rows: ScoredRows) -> pd.DataFrame:
+    """Weighted log loss of each study's labelled rows: DataFrame[study_id, n, weighted_log_loss], worst first
+
+    The rows' part of the challenge metric per study (weights 1/2/4 by true severity), to find the studies
+    that cost the most; the any_severe_spinal part is a per-study maximum and is left out.
+    """
+    table = (
+        pd.DataFrame({"study_id": rows.study_id, "weight": rows.weight, "loss": rows.weight * rows.nll})
+        .groupby("study_id", sort=False)
+        .agg(n=("weight", "size"), weight=("weight", "sum"), loss=("loss", "sum"))
+        .reset_index()
+    )
+    table["weighted_log_loss"] = table.pop("loss") / table.pop("weight")
+    return table.sort_values("weighted_log_loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class JoinedSubmission:
     """A submission matched to its labels: `frame` is challenge_score's input, `counts` says what was used."""

@@ -33,6 +33,9 @@ def predict_command(
         None, "--details", help="Folder for the per-study JSON (and figures); default: OUT's folder/studies."
     ),
     figures: bool = typer.Option(False, "--figures", help="Also draw an overlay PNG per series."),
+    report: bool = typer.Option(
+        False, "--report", help="Also write the study pages and index.html (spinegrade view) in DETAILS/view."
+    ),
     workers: int = typer.Option(
         0, "--workers", help="Processes reading studies ahead of the models (0: read in the main process)."
     ),
@@ -91,3 +94,7 @@ def predict_command(
     others = [p for p in summary.problems if p.study_id not in fallback]
     for problem in others:
         console.print(f"[yellow]note[/yellow] study {problem.study_id}: {problem.message}", highlight=False)
+    if report:
+        from spinegrade.viewer.build import write_views
+
+        console.print(f"study pages: open {write_views(summary.details)}", highlight=False)

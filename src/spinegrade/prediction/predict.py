@@ -159,8 +159,11 @@ def grade_studies(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("grading studies", total=len(plans))
-        for study in read_studies(plans, workers):
+        crop_settings = [{"k": s.k, "size": s.size, "crop_mm": dict(s.crop_mm)} for s in ensemble.specs]
+        for plan, study in zip(plans, read_studies(plans, workers), strict=True):
             result = grade_study(study, locate, ensemble, priors)
+            result.folders = {folder.name: str(folder.resolve()) for _, folder in plan.series}
+            result.crops = crop_settings
             if figures:
                 clock = time.perf_counter()
                 write_overlays(study, result, details_dir / "figures")

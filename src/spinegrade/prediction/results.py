@@ -32,6 +32,10 @@ class StudyResult:
     problems: list[Problem] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     series: dict[str, list[str]] = field(default_factory=dict)
+    # Where each series was read from (series_id -> folder) and the crop settings graded with (k, size,
+    # crop_mm per run setting): what `spinegrade view` needs to show the slices and re-cut the crops.
+    folders: dict[str, str] = field(default_factory=dict)
+    crops: list[dict[str, Any]] = field(default_factory=list)
 
     def rows(self) -> pd.DataFrame:
         """The study's 25 submission rows, in the real sample submission's order."""
@@ -52,6 +56,8 @@ class StudyResult:
             "grades": grades.to_dict("records"),
             "problems": [p.to_dict() for p in self.problems],
             "seconds": self.seconds,
+            "folders": self.folders,
+            "crops": self.crops,
         }
 
     @classmethod
@@ -63,6 +69,8 @@ class StudyResult:
             [Problem(**p) for p in data["problems"]],
             dict(data["seconds"]),
             dict(data["series"]),
+            dict(data.get("folders", {})),  # absent in JSON written before the viewer existed
+            list(data.get("crops", [])),
         )
 
 
