@@ -89,8 +89,8 @@ def export_bundle(
 ) -> Path:
     """Write the bundle folder `out` (module doc) from classifier runs and a locator folder; with
     zip_archive also OUT.zip. Every model is loaded first, so a run that cannot grade is refused here."""
-    from spinegrade.bundle.onnx import OPSET, classifier_file, export_classifier, export_locator, locator_file
     from spinegrade.localization.locate import load_locator
+    from spinegrade.onnxrt import OPSET, classifier_file, export_classifier, export_locator, locator_file
     from spinegrade.prediction.grade import Ensemble, find_runs
 
     out, locator_dir = Path(out), Path(locator)

@@ -115,9 +115,11 @@ def predict(
     ensemble = Ensemble.load(runs, device=device, batch_size=batch_size, tta=tta)
     locator = load_locator(locator_dir, device=device)
     if runtime == "onnx":
-        from spinegrade.bundle.onnx import onnx_runtime
+        from spinegrade.prediction.onnx_models import with_onnx_runtime
 
-        ensemble, locator = onnx_runtime(ensemble, locator, Path(onnx_dir) if onnx_dir else None, threads)
+        ensemble, locator = with_onnx_runtime(
+            ensemble, locator, Path(onnx_dir) if onnx_dir else None, threads
+        )
     priors, prior_source = load_priors(ensemble, data_dir)
     key = fingerprint(ensemble, locator_dir, tta, runtime)
     details_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The networks as ONNX graphs and run with ONNX Runtime on CPU (`spinegrade predict --runtime onnx`).
+"""The networks as ONNX graphs, run with ONNX Runtime on CPU (`spinegrade predict --runtime onnx`).
 
 A classifier is exported as x, condition, level -> probabilities; a locator as x -> heatmaps (and slice
 logits for the sagittal ones), the batch dimension left free. The runtime objects stand in for the torch
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -27,9 +25,8 @@ from spinegrade.vocab import CONDITIONS, LEVELS
 if TYPE_CHECKING:
     import onnxruntime
 
-    from spinegrade.localization.locate import Locator, LocatorModel
+    from spinegrade.localization.locate import LocatorModel
     from spinegrade.models.classifier import SpineClassifier
-    from spinegrade.prediction.grade import Ensemble
 
 TOLERANCE: Final = 1e-4
 OPSET: Final = 17
@@ -161,31 +158,3 @@ def classifier_file(onnx_dir: Path, run: Path) -> Path:
 def locator_file(onnx_dir: Path, slug: str) -> Path:
     """Where a bundle keeps the ONNX graph of the locator `slug`."""
     return onnx_dir / "locator" / f"{slug}.onnx"
-
-
-def onnx_runtime(
-    ensemble: Ensemble, locator: Locator, onnx_dir: Path | None = None, threads: int = 1
-) -> tuple[Ensemble, Locator]:
-    """The ensemble and locator with every network run by ONNX Runtime: the bundle's graphs in `onnx_dir`
-    when it has them, else exported from the loaded torch models now (in memory)."""
-    from spinegrade.localization.locate import Locator
-    from spinegrade.prediction.grade import Ensemble
-
-    runs = []
-    for run in ensemble.runs:
-        file = classifier_file(onnx_dir, run.path) if onnx_dir else None
-        data: bytes | Path = (
-            file
-            if file is not None and file.is_file()
-            else export_classifier(run.model, run.spec.k, run.spec.size, str(run.path))[0]
-        )
-        runs.append(replace(run, model=OnnxClassifier(session(data, threads))))
-    models: Mapping[str, LocatorModel] = {}
-    for slug, model in locator.models.items():
-        file = locator_file(onnx_dir, slug) if onnx_dir else None
-        data = file if file is not None and file.is_file() else export_locator(model)[0]
-        models[slug] = replace(model, net=OnnxLocatorNet(session(data, threads)))
-    return (
-        Ensemble(runs, device="cpu", batch_size=ensemble.batch_size, tta=ensemble.tta),
-        Locator(dict(models), torch.device("cpu")),
-    )
