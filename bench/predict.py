@@ -8,11 +8,13 @@ test studies. Untrained weights cost the time of trained ones (the locator puts 
 crops are not cut: `targets_graded_by_model_median` says how many were).
 
 Per source and configuration (medians over the studies after one warm-up study, in one process per
-runtime): seconds per stage (read, locate, crop, classify) and in all, and the peak resident memory of
-that process. Levers measured one at a time: the RLE decoder (pydicom's numpy plugin vs pylibjpeg-rle;
-every later figure uses the faster), channels_last and one crop per forward pass (torch), ONNX Runtime
-(`--runtime onnx`), and reading ahead in a worker process (steady-state wall seconds per study of the
-grading loop, workers 0 vs 1, ONNX Runtime). Prints one JSON object.
+runtime): seconds per stage (read, locate, crop, classify) and in all, the CPU seconds of the process
+per study (what a study costs on a core of its own: on a shared machine wall time also counts waiting),
+and the peak resident memory of that process. Levers measured one at a time: the RLE decoder (pydicom's
+numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last and one crop per
+forward pass (torch), ONNX Runtime (`--runtime onnx`), and reading ahead in a worker process
+(steady-state wall seconds per study of the grading loop, workers 0 vs 1, ONNX Runtime). Prints one
+JSON object.
 Run: .venv/bin/python bench/predict.py [--studies 6] [--size 384] [--copies 6] [--threads 1]
 """
 
@@ -127,11 +129,12 @@ def stage_pass(data: Path, ensemble, locator) -> list[dict]:
     priors, _ = load_priors(ensemble, data)
     out = []
     for plan in discover_studies(data):
-        clock = time.perf_counter()
+        cpu, clock = time.process_time(), time.perf_counter()
         images = read_study(plan)
         images.seconds = time.perf_counter() - clock
         result = grade_study(images, lambda s: locate_study(s, locator), ensemble, priors)
-        out.append({**result.seconds, "graded": int((result.grades["source"] == "model").sum())})
+        graded = int((result.grades["source"] == "model").sum())
+        out.append({**result.seconds, "cpu": time.process_time() - cpu, "graded": graded})
     return out
 
 
@@ -140,6 +143,7 @@ def summary(rows: list[dict]) -> dict:
     medians = {s: statistics.median(r[s] for r in warm) for s in STAGES}
     return {
         "seconds_per_study_median": statistics.median(sum(r[s] for s in STAGES) for r in warm),
+        "cpu_seconds_per_study_median": statistics.median(r["cpu"] for r in warm),
         "stage_seconds_median": medians,
         "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
     }

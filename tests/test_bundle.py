@@ -150,6 +150,11 @@ def test_export_refuses_existing_out_and_predict_needs_models(setup: dict[str, P
     assert "--model BUNDLE or both --runs" in str(result.exception)
     result = runner.invoke(app, ["predict", str(setup["data"]), "--model", str(tmp_path)])
     assert "manifest.json is missing" in str(result.exception)
+    model = ["--model", str(setup["bundle"]), "--out", str(tmp_path / "s.csv")]
+    result = runner.invoke(
+        app, ["predict", str(setup["data"]), *model, "--runtime", "onnx", "--device", "cuda"]
+    )
+    assert "--runtime onnx runs on the CPU" in str(result.exception)
 
 
 @pytest.mark.slow

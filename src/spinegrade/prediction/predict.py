@@ -112,6 +112,8 @@ def predict(
             sample = sample[sample["row_id"].str.partition("_")[0].astype(int).isin(wanted)]
     if runtime not in RUNTIMES:
         raise DataError(f"runtime {runtime!r} unknown; use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and device != "cpu":
+        raise DataError(f"--runtime onnx runs on the CPU; drop --device {device} or use --runtime torch")
     ensemble = Ensemble.load(runs, device=device, batch_size=batch_size, tta=tta)
     locator = load_locator(locator_dir, device=device)
     if runtime == "onnx":
