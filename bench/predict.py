@@ -131,10 +131,19 @@ def stage_pass(data: Path, ensemble, locator) -> list[dict]:
     for plan in discover_studies(data):
         cpu, clock = time.process_time(), time.perf_counter()
         images = read_study(plan)
-        images.seconds = time.perf_counter() - clock
+        images.seconds, read_cpu = time.perf_counter() - clock, time.process_time() - cpu
         result = grade_study(images, lambda s: locate_study(s, locator), ensemble, priors)
         graded = int((result.grades["source"] == "model").sum())
-        out.append({**result.seconds, "cpu": time.process_time() - cpu, "graded": graded})
+        total = time.process_time() - cpu
+        out.append(
+            {
+                **result.seconds,
+                "cpu": total,
+                "cpu_read": read_cpu,
+                "cpu_grade": total - read_cpu,
+                "graded": graded,
+            }
+        )
     return out
 
 
@@ -144,6 +153,7 @@ def summary(rows: list[dict]) -> dict:
     return {
         "seconds_per_study_median": statistics.median(sum(r[s] for s in STAGES) for r in warm),
         "cpu_seconds_per_study_median": statistics.median(r["cpu"] for r in warm),
+        "cpu_seconds_median": {k: statistics.median(r[f"cpu_{k}"] for r in warm) for k in ("read", "grade")},
         "stage_seconds_median": medians,
         "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
     }
