@@ -9,6 +9,7 @@ into place, so a bundle that exists is complete.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -94,6 +95,10 @@ def export_bundle(
     from spinegrade.prediction.grade import Ensemble, find_runs
 
     out, locator_dir = Path(out), Path(locator)
+    if onnx and importlib.util.find_spec("onnxruntime") is None:
+        raise DataError(
+            "exporting ONNX graphs needs onnxruntime: pip install 'spinegrade[onnx]', or pass --no-onnx"
+        )
     if out.exists() and not overwrite:
         raise DataError(f"{out} exists; choose another --out or pass --overwrite to replace it")
     roots = [Path(r) for r in runs]
