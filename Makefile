@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.spinegrade-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean wheelhouse
 
 venv: $(STAMP)
 
@@ -25,6 +25,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The spinegrade wheel + wheels of every dependency, for `pip install --no-index --find-links wheelhouse`.
+# NO_TORCH=1 leaves out torch, torchvision and their CUDA wheels (a Kaggle image has them); PYTHON_VERSION
+# and PLATFORM download for another machine (e.g. PYTHON_VERSION=3.11 PLATFORM=manylinux2014_x86_64).
+WHEELHOUSE ?= wheelhouse
+wheelhouse: $(STAMP)
+	$(PY) tools/wheelhouse.py --out $(WHEELHOUSE) $(if $(NO_TORCH),--no-torch) \
+		$(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) $(if $(PLATFORM),--platform $(PLATFORM))
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

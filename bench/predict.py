@@ -1,17 +1,21 @@
-"""Benchmark of `spinegrade predict`: seconds per study end to end (read + locate + crop + classify).
+"""Benchmark of `spinegrade predict` at real study sizes: seconds per study and per stage, torch vs ONNX.
 
-Standalone: writes a phantom (STUDIES test studies, SIZE px images: the phantom's default), an untrained
-locator (LocatorSettings defaults: resnet10t, 128 px, 16 slices) and an untrained efficientnet_b0
-classifier run (k=5, 64 px crops: the CPU defaults) into a temporary folder. Untrained weights cost the
-same time as trained ones, but the untrained locator puts points anywhere, so some axial points are not
-found and their crops are not cut (the JSON says how many targets the model graded).
+Standalone: writes a phantom (STUDIES test studies of SIZE px images), an untrained efficientnet_b0
+classifier run (k=5, the CPU-default crops) and the three untrained locators (LocatorSettings defaults),
+exports them as a bundle with ONNX graphs, and, when ../shared/data/rsna2024-real-study exists, lays out
+COPIES copies of the real study (RLE DICOM, 540 x 384 sagittal and 384 x 384 axial, 17/17/54 slices) as
+test studies. Untrained weights cost the time of trained ones (the locator puts points anywhere, so some
+crops are not cut: `targets_graded_by_model_median` says how many were).
 
-Reported (medians over the studies, after one warm-up study): seconds per stage and in all, each stage's
-share, the peak resident memory of the process (getrusage) and the peak Python/numpy allocation while one
-study is graded (tracemalloc, in a second pass: tracing slows pydicom down), and the wall time per study
-of the whole `predict` with --workers 0 and 1 (model loading and, for 1, the reader process's start
-included). Prints one JSON object.
-Run: .venv/bin/python bench/predict.py [--studies 8] [--size 160] [--threads 1]
+Per source and configuration (medians over the studies after one warm-up study, in one process per
+runtime): seconds per stage (read, locate, crop, classify) and in all, the CPU seconds of the process
+per study (what a study costs on a core of its own: on a shared machine wall time also counts waiting),
+and the peak resident memory of that process. Levers measured one at a time: the RLE decoder (pydicom's
+numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last and one crop per
+forward pass (torch), ONNX Runtime (`--runtime onnx`), and reading ahead in a worker process
+(steady-state wall seconds per study of the grading loop, workers 0 vs 1, ONNX Runtime). Prints one
+JSON object.
+Run: .venv/bin/python bench/predict.py [--studies 6] [--size 384] [--copies 6] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,29 +28,28 @@ import resource
 import statistics
 import tempfile
 import time
-import tracemalloc
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE
-from spinegrade.prediction.grading import grade_study
-from spinegrade.prediction.predict import predict
-from spinegrade.prediction.priors import load_priors
-from spinegrade.prediction.results import STAGES, PredictionWarning
-from spinegrade.prediction.studies import discover_studies, read_study
+import pandas as pd
 
-# torch, the models and the locator are imported inside the functions: the --workers 1 reader process
-# imports this file (multiprocessing's spawn), and should pay what it pays under `spinegrade predict`.
+from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.prediction.results import STAGES, PredictionWarning
+
+# torch and the models are imported inside the functions: the reader processes import this file (spawn).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ARCH = "efficientnet_b0"
 SEED = 0
+REAL_STUDY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsna2024-real-study"
+TARGET_SECONDS = 0.5
 
 
-def build(root: Path, studies: int, size: int) -> tuple[Path, Path, Path]:
-    """(phantom, classifier run, locator) under root, untrained models with the CPU-default settings."""
+def build(root: Path, studies: int, size: int) -> tuple[Path, Path]:
+    """(phantom, bundle) under root: untrained models with the CPU-default settings, ONNX graphs included."""
     import torch
 
+    from spinegrade.bundle.export import export_bundle
     from spinegrade.data.phantom import write_phantom
     from spinegrade.localization.model import LocatorSettings, build_net
     from spinegrade.localization.targets import TASKS
@@ -75,117 +78,191 @@ def build(root: Path, studies: int, size: int) -> tuple[Path, Path, Path]:
     defaults = LocatorSettings()
     for task in TASKS:
         save_locator(locator, task, build_net(task, defaults), model_info(task, defaults, 0))
-    return data, run, locator
+    return data, export_bundle([run], locator, root / "bundle")
 
 
-def stage_pass(data: Path, run: Path, locator_dir: Path, trace: bool) -> list[dict]:
-    """Grade every study in the calling process; per study: seconds per stage, CPU seconds, the peak
-    resident memory of the process so far and (trace=True) the peak traced allocation."""
-    from spinegrade.localization.locate import load_locator, locate_study
+def real_copies(root: Path, copies: int) -> Path | None:
+    """A test split of `copies` copies of the real study (symlinked, each under its own study id)."""
+    if not REAL_STUDY.is_dir():
+        return None
+    data = root / "real"
+    (data / "test_images").mkdir(parents=True)
+    described = pd.read_csv(REAL_STUDY / "train_series_descriptions.csv")
+    (study,) = described["study_id"].unique()
+    frames = []
+    for i in range(copies):
+        study_id = int(study) * 10 + i
+        (data / "test_images" / str(study_id)).symlink_to(REAL_STUDY / "train_images" / str(study))
+        frames.append(described.assign(study_id=study_id))
+    pd.concat(frames).to_csv(data / "test_series_descriptions.csv", index=False)
+    return data
+
+
+def _load(bundle: Path, runtime: str, threads: int, batch_size: int = 64, channels_last: bool = False):
+    import torch
+
+    from spinegrade.bundle.manifest import open_bundle
+    from spinegrade.localization.locate import load_locator
     from spinegrade.prediction.grade import Ensemble
+    from spinegrade.prediction.onnx_models import with_onnx_runtime
 
-    ensemble = Ensemble.load([run])
-    locator = load_locator(locator_dir)
+    opened = open_bundle(bundle)
+    ensemble = Ensemble.load(opened.runs, batch_size=batch_size)
+    locator = load_locator(opened.locator)
+    if channels_last:
+        for run in ensemble.runs:
+            run.model.to(memory_format=torch.channels_last)
+        for model in locator.models.values():
+            model.net.to(memory_format=torch.channels_last)
+    if runtime == "onnx":
+        ensemble, locator = with_onnx_runtime(ensemble, locator, opened.onnx_dir, threads)
+    return ensemble, locator
+
+
+def stage_pass(data: Path, ensemble, locator) -> list[dict]:
+    """Grade every study in this process; per study: seconds per stage and the targets the model graded."""
+    from spinegrade.localization.locate import locate_study
+    from spinegrade.prediction.grading import grade_study
+    from spinegrade.prediction.priors import load_priors
+    from spinegrade.prediction.studies import discover_studies, read_study
+
     priors, _ = load_priors(ensemble, data)
     out = []
     for plan in discover_studies(data):
         cpu, clock = time.process_time(), time.perf_counter()
-        if trace:
-            tracemalloc.start()
         images = read_study(plan)
-        images.seconds = time.perf_counter() - clock
+        images.seconds, read_cpu = time.perf_counter() - clock, time.process_time() - cpu
         result = grade_study(images, lambda s: locate_study(s, locator), ensemble, priors)
-        peak = tracemalloc.get_traced_memory()[1] if trace else 0
-        tracemalloc.stop()
         graded = int((result.grades["source"] == "model").sum())
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        total = time.process_time() - cpu
         out.append(
             {
                 **result.seconds,
-                "cpu": time.process_time() - cpu,
-                "rss_mb": rss,
-                "peak_mb": peak / 2**20,
+                "cpu": total,
+                "cpu_read": read_cpu,
+                "cpu_grade": total - read_cpu,
                 "graded": graded,
             }
         )
     return out
 
 
-def traced_read_peak(data: Path) -> list[float]:
-    """Peak traced allocation (MB) while each study is read."""
-    peaks = []
-    for plan in discover_studies(data):
-        tracemalloc.start()
-        read_study(plan)
-        peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
-        tracemalloc.stop()
-    return peaks
+def summary(rows: list[dict]) -> dict:
+    warm = rows[1:] or rows
+    medians = {s: statistics.median(r[s] for r in warm) for s in STAGES}
+    return {
+        "seconds_per_study_median": statistics.median(sum(r[s] for s in STAGES) for r in warm),
+        "cpu_seconds_per_study_median": statistics.median(r["cpu"] for r in warm),
+        "cpu_seconds_median": {k: statistics.median(r[f"cpu_{k}"] for r in warm) for k in ("read", "grade")},
+        "stage_seconds_median": medians,
+        "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
+    }
+
+
+def loop_wall(data: Path, ensemble, locator, workers: int, details: Path) -> float:
+    """Steady-state wall seconds per study of predict's grading loop (after the first study)."""
+    from spinegrade.localization.locate import locate_study
+    from spinegrade.prediction.predict import grade_studies
+    from spinegrade.prediction.priors import load_priors
+    from spinegrade.prediction.studies import discover_studies
+
+    priors, _ = load_priors(ensemble, data)
+    plans = discover_studies(data)
+    details.mkdir(parents=True, exist_ok=True)
+    stamps = []
+    for _ in grade_studies(
+        plans,
+        lambda s: locate_study(s, locator),
+        ensemble,
+        priors,
+        details,
+        "bench",
+        workers=workers,
+        progress=False,
+    ):
+        stamps.append(time.perf_counter())
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def use_rle_plugin(name: str) -> None:
+    """Make pydicom decode RLE with plugin `name` only ('pydicom': numpy; 'pylibjpeg': pylibjpeg-rle)."""
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    for other in [p for p in RLELosslessDecoder.available_plugins if p != name]:
+        RLELosslessDecoder.remove_plugin(other)
+
+
+def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tmp: str) -> dict:
+    """Every configuration of one runtime on every source, in this (fresh) process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore", PredictionWarning)
+    bundle_path = Path(bundle)
+    report: dict = {}
+    ensemble, locator = _load(bundle_path, runtime, threads)
+    if runtime == "torch" and "real" in sources:
+        report["rle_default_plugin"] = summary(stage_pass(Path(sources["real"]), ensemble, locator))
+    use_rle_plugin("pylibjpeg")
+    for name, source in sources.items():
+        data = Path(source)
+        report[name] = summary(stage_pass(data, ensemble, locator))
+        if runtime == "torch":
+            tuned = _load(bundle_path, runtime, threads, channels_last=True)
+            report[f"{name}_channels_last"] = summary(stage_pass(data, *tuned))
+            single = _load(bundle_path, runtime, threads, batch_size=1)
+            report[f"{name}_one_crop_per_forward"] = summary(stage_pass(data, *single))
+        else:
+            report[f"{name}_readahead_wall_seconds_per_study"] = {
+                f"workers_{w}": loop_wall(data, ensemble, locator, w, Path(tmp) / f"{name}{w}")
+                for w in (0, 1)
+            }
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=8)
-    parser.add_argument("--size", type=int, default=160, help="phantom image size (its default: 160)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (predict's default: 1)")
+    parser.add_argument("--studies", type=int, default=6, help="phantom test studies")
+    parser.add_argument("--size", type=int, default=384, help="phantom image size (real series: 384-640)")
+    parser.add_argument("--copies", type=int, default=6, help="copies of the real study")
+    parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (predict: 1)")
     args = parser.parse_args()
-    import torch
+    from spinegrade.localization.settings import LocatorSettings
 
-    from spinegrade.localization.model import LocatorSettings
-
-    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", PredictionWarning)
+    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clock = time.perf_counter()
-        # Built in another process, so that this one's peak memory is prediction's alone.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            data, run, locator = pool.submit(build, root, args.studies + 1, args.size).result()
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            data, bundle = pool.submit(build, root, args.studies + 1, args.size).result()
         setup = time.perf_counter() - clock
-        rows = stage_pass(data, run, locator, trace=False)
-        cold, warm = rows[0], rows[1:]
-        traced = stage_pass(data, run, locator, trace=True)[1:]
-        read_peaks = traced_read_peak(data)[1:]
-        wall = {}
-        for workers in (0, 1):
-            clock = time.perf_counter()
-            predict(
-                data,
-                [run],
-                locator,
-                root / f"sub{workers}.csv",
-                workers=workers,
-                threads=args.threads,
-                progress=False,
-            )
-            wall[f"workers_{workers}"] = (time.perf_counter() - clock) / (args.studies + 1)
-    total = [sum(r[s] for s in STAGES) for r in warm]
-    medians = {s: statistics.median(r[s] for r in warm) for s in STAGES}
+        sources = {"phantom": str(data)}
+        real = real_copies(root, args.copies + 1)
+        if real is not None:
+            sources["real"] = str(real)
+        results = {}
+        for runtime in ("torch", "onnx"):
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                results[runtime] = pool.submit(
+                    measure, runtime, sources, str(bundle), args.threads, tmp
+                ).result()
+    locator = LocatorSettings()
+    best = results["onnx"].get("real_readahead_wall_seconds_per_study", {}).get("workers_1")
     report = {
-        "what": "spinegrade predict, seconds per study end to end (read + locate + crop + classify)",
-        "untrained_weights": True,
+        "what": "spinegrade predict, seconds per study (read + locate + crop + classify), untrained weights",
         "device": "cpu",
-        "torch_threads": torch.get_num_threads(),
+        "threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "studies": len(warm),
-        "image_size": args.size,
+        "phantom": f"{args.studies} studies (+1 warm-up) of {args.size} px",
+        "real": f"{args.copies} copies (+1 warm-up) of study 4646740" if real is not None else None,
         "classifier": f"{ARCH}, k={DEFAULT_K}, {DEFAULT_SIZE} px crops",
-        "locator": f"{LocatorSettings().arch}, {LocatorSettings().size} px, depth {LocatorSettings().depth}",
-        "targets_graded_by_model_median": statistics.median(r["graded"] for r in warm),
-        "seconds_per_study_median": statistics.median(total),
-        "seconds_per_study_max": max(total),
-        "cpu_seconds_per_study_median": statistics.median(r["cpu"] for r in warm),
-        "stage_seconds_median": medians,
-        "stage_share": {s: medians[s] / sum(medians.values()) for s in STAGES},
-        "first_study_seconds": sum(cold[s] for s in STAGES),
-        "peak_rss_mb_after_imports": rss_imports,
-        "peak_rss_mb_after_first_study": cold["rss_mb"],
-        "peak_rss_mb_after_last_study": rows[-1]["rss_mb"],
-        "peak_traced_mb_grading_median": statistics.median(r["peak_mb"] for r in traced),
-        "peak_traced_mb_reading_median": statistics.median(read_peaks),
-        "predict_wall_seconds_per_study": wall,
+        "locator": f"{locator.arch}, {locator.size} px, depth {locator.depth}",
+        "torch": results["torch"],
+        "onnx": results["onnx"],
+        "real_wall_seconds_per_study_onnx_readahead": best,
+        "target_seconds_per_study": TARGET_SECONDS,
         "setup_seconds": setup,
-        "target_seconds_per_study": 3.0,
     }
     print(json.dumps(report, indent=2))
 

@@ -47,3 +47,17 @@ def test_bad_arguments_are_rejected() -> None:
         normalize(np.arange(10.0), lower=50.0, upper=50.0)
     with pytest.raises(ValueError, match="NaN"):
         normalize(np.array([1.0, np.nan, 3.0]))
+
+
+def test_counting_percentiles_equal_numpy() -> None:
+    """The counting path for whole-numbered pixels gives np.percentile's values exactly (floats too)."""
+    from spinegrade.data.intensity import percentiles
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        low, span, n = int(rng.integers(-3000, 3000)), int(rng.integers(1, 5000)), int(rng.integers(1, 4000))
+        values = rng.integers(low, low + span, size=n).astype(np.float32)
+        q = (float(rng.uniform(0, 50)), float(rng.uniform(50, 100)))
+        assert percentiles(values, q) == pytest.approx(list(np.percentile(values, q)), rel=1e-12, abs=1e-9)
+    noise = rng.normal(size=(3, 40, 40))  # not whole numbers: numpy's path
+    assert percentiles(noise, (1.0, 99.0)) == pytest.approx(list(np.percentile(noise, [1.0, 99.0])))

@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from spinegrade.bundle.commands import export_command
 from spinegrade.crops.commands import prepare_command
 from spinegrade.data.inspect import inspect_command
 from spinegrade.data.phantom import phantom_command
@@ -14,14 +15,14 @@ from spinegrade.demo import demo_command
 from spinegrade.errors import SpinegradeError
 from spinegrade.evaluation.commands import evaluate_command
 from spinegrade.localization.commands import train_locator_command
-from spinegrade.prediction.commands import predict_command
+from spinegrade.prediction.commands import merge_command, predict_command
 from spinegrade.training.commands import train_command
 from spinegrade.viewer.commands import view_command
 
 app = typer.Typer(
     name="spinegrade",
     help="Grade degenerative lumbar spine conditions on MRI (RSNA 2024): "
-    "phantom -> inspect -> prepare -> train -> train-locator -> predict -> view / evaluate.",
+    "phantom -> inspect -> prepare -> train -> train-locator -> export -> predict -> view / evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -34,6 +35,8 @@ app.command("evaluate")(evaluate_command)
 app.command("train-locator")(train_locator_command)
 app.command("predict")(predict_command)
 app.command("view")(view_command)
+app.command("export")(export_command)
+app.command("merge")(merge_command)
 app.command("demo")(demo_command)
 
 

@@ -26,6 +26,12 @@ def prepare_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0: min(4, CPU cores))."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache cut with other settings."),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Crop only shard i/n of the studies (0-based; e.g. a SLURM array); a last run without "
+        "--shard merges.",
+    ),
 ) -> None:
     """Cut a 2.5D crop around every labelled point and cache them with study-level folds.
 
@@ -35,6 +41,7 @@ def prepare_command(
     """
     from spinegrade.crops.extract import parse_crop_mm
     from spinegrade.crops.prepare import prepare
+    from spinegrade.sharding import parse_shard
 
     prepare(
         data_dir,
@@ -46,4 +53,5 @@ def prepare_command(
         seed=seed,
         workers=workers or None,
         overwrite=overwrite,
+        shard=parse_shard(shard),
     )

@@ -36,6 +36,7 @@ from spinegrade.data.series import read_usable_series
 from spinegrade.data.tables import join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic
+from spinegrade.sharding import Shard, shard_items
 
 SHARDS_DIR: Final = "shards"
 SETTINGS_FILE: Final = "settings.json"  # in SHARDS_DIR: the crop settings the shards were cut with
@@ -244,12 +245,15 @@ def prepare(
     on_error: Literal["skip", "raise"] = "skip",
     overwrite: bool = False,
     console: Console | None = None,
-) -> CropCache:
+    shard: Shard | None = None,
+) -> CropCache | None:
     """Cut (or finish cutting) the crop cache of the train split of `data_dir` into `out`; returns it opened.
 
     Studies that fail (unreadable or missing series, instance not in its series) are listed in
     out/failed.csv and left out with on_error="skip", or stop the run with on_error="raise".
     `workers` defaults to min(4, CPU cores); 1 crops in this process.
+    shard (i, n): crop only every n-th study from the i-th into out/shards/ and return None; shards can
+    run at once on several machines sharing `out`, and a final run without shard merges them (resuming).
     """
     console = console or Console()
     if on_error not in ("skip", "raise"):
@@ -270,17 +274,25 @@ def prepare(
     _claim(out, settings, overwrite)
 
     jobs = []
-    for study_id, part in rows.groupby("study_id", sort=True):
-        shard = out / SHARDS_DIR / f"{study_id}.npz"
-        if not _shard_done(shard, part):
+    for study_id, part in shard_items(list(rows.groupby("study_id", sort=True)), shard):
+        npz = out / SHARDS_DIR / f"{study_id}.npz"
+        if not _shard_done(npz, part):
             folders = {int(i): data.series_folder(study_id, i) for i in part["series_id"].unique()}
-            jobs.append(StudyJob(int(study_id), part, folders, k, size, settings["crop_mm"], shard))
-    n_studies = rows["study_id"].nunique()
+            jobs.append(StudyJob(int(study_id), part, folders, k, size, settings["crop_mm"], npz))
+    n_studies = len(shard_items(rows["study_id"].unique(), shard))
     if len(jobs) < n_studies:
         console.print(f"resuming: {n_studies - len(jobs)} of {n_studies} studies already cropped in {out}")
     started = time.perf_counter()
     results = list(_run(jobs, workers or default_workers(), on_error, console))
     seconds = time.perf_counter() - started
+    if shard is not None:
+        failures = sum(len(r.failures) > 0 for r in results)
+        console.print(
+            f"shard {shard.index}/{shard.count}: cropped {sum(r.n_rows for r in results)} points of "
+            f"{len(results) - failures} studies in {seconds:.1f} s ({failures} failed); run prepare without "
+            "--shard to merge the shards into the cache"
+        )
+        return None
 
     failed = _write_table(out / FAILED_FILE, [(r.study_id, *f) for r in results for f in r.failures], "error")
     quirks = _write_table(

@@ -34,6 +34,10 @@ def train_locator_command(
         "auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu, mps."
     ),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),
+    strategy: str = typer.Option(
+        "auto", "--strategy", help="Lightning strategy, e.g. ddp (several devices)."
+    ),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (DDP)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (0: in the main process)."),
     threads: int = typer.Option(
         1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
@@ -64,7 +68,11 @@ def train_locator_command(
         workers=workers,
         threads=threads,
         overwrite=overwrite,
+        strategy=strategy,
+        num_nodes=num_nodes,
     )
+    if not metrics:  # a DDP rank other than 0: rank 0 reports
+        return
     console = Console()
     for series_type, m in metrics["by_series_type"].items():
         console.print(

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.progress import Progress
 from safetensors.torch import save as save_tensors
@@ -164,23 +165,23 @@ def fit(
     devices: int | str,
     workers: int,
     progress: bool,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> LocatorNet:
-    """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar)."""
+    """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar).
+
+    With several processes (DDP) each draws its own share of samples_per_epoch with its own generator.
+    """
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
     dataset = LocatorDataset(samples, task)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        sampler=torch.utils.data.RandomSampler(dataset, num_samples=settings.samples_per_epoch),
-        drop_last=settings.samples_per_epoch > settings.batch_size,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
     with quiet_lightning():
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            use_distributed_sampler=False,
             max_epochs=settings.epochs,
             logger=False,
             enable_checkpointing=False,
@@ -188,6 +189,21 @@ def fit(
             enable_progress_bar=progress,
             callbacks=[RichProgressBar(leave=False)] if progress else [],
             num_sanity_val_steps=0,
+        )
+        per_rank = -(-settings.samples_per_epoch // trainer.world_size)
+        # one process: the global RNG seeded above (as before); several: a seed per rank
+        generator = (
+            torch.Generator().manual_seed(settings.seed + trainer.global_rank)
+            if trainer.world_size > 1
+            else None
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=settings.batch_size,
+            sampler=torch.utils.data.RandomSampler(dataset, num_samples=per_rank, generator=generator),
+            drop_last=per_rank > settings.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
         )
         trainer.fit(LocatorModule(net, settings), loader)
     return net.cpu().eval()
@@ -222,6 +238,8 @@ def train_locator(
     threads: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> dict:
     """Train the locators of the three series types on the training folds and evaluate on the held-out fold.
 
@@ -230,6 +248,8 @@ def train_locator(
     validation studies, overall, per series type and per condition. threads: torch's CPU threads (0:
     torch's default). One by default: these models are small, and on 2 cores shared with other work a
     second thread spin-waiting in OpenMP made the test's tiny training 10x slower (200 s vs 20 s).
+    strategy/num_nodes go to Lightning (e.g. "ddp"); only global rank 0 writes files and evaluates, the
+    other ranks return {}.
     """
     data_dir, out = Path(data_dir), Path(out)
     data = load_rsna(data_dir, "train")
@@ -243,20 +263,24 @@ def train_locator(
     kept = [t for t in TASKS if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
         check_kept(out / f"{task.slug}.json", settings)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / "config.json",
-        {
-            "data_dir": str(data_dir),
-            "settings": asdict(settings),
-            "accelerator": accelerator,
-            "devices": devices,
-            "workers": workers,
-            "threads": threads,
-            "val_studies": sorted(val_ids),
-        },
-    )
-    write_json(out / "versions.json", versions())
+    primary = rank_zero_only.rank == 0  # under DDP the other ranks only train
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(
+            out / "config.json",
+            {
+                "data_dir": str(data_dir),
+                "settings": asdict(settings),
+                "accelerator": accelerator,
+                "devices": devices,
+                "strategy": strategy,
+                "num_nodes": num_nodes,
+                "workers": workers,
+                "threads": threads,
+                "val_studies": sorted(val_ids),
+            },
+        )
+        write_json(out / "versions.json", versions())
     console = Console(quiet=not progress)
     problems: list[Problem] = []
     timings: dict[str, float] = {}
@@ -267,14 +291,28 @@ def train_locator(
                 continue
             start = time.perf_counter()
             net, n_samples = train_task(
-                data, task, train_ids, settings, console, problems, accelerator, devices, workers
+                data,
+                task,
+                train_ids,
+                settings,
+                console,
+                problems,
+                accelerator,
+                devices,
+                workers,
+                strategy=strategy,
+                num_nodes=num_nodes,
             )
             if net is None:
                 console.print(f"{task.slug}: no labelled {task.series_type} series in the training studies")
                 continue
+            if not primary:
+                continue
             save_model(out, task, net, model_info(task, settings, n_samples))
             timings[task.slug] = time.perf_counter() - start
             console.print(f"{task.slug}: trained on {n_samples} samples in {timings[task.slug]:.0f} s")
+        if not primary:
+            return {}
         metrics = evaluate_locator(data, out, sorted(val_ids), console, problems)
     metrics["train_seconds"] = timings
     metrics["problems"] = [p.to_dict() for p in problems]
@@ -292,6 +330,9 @@ def train_task(
     accelerator: str,
     devices: int | str,
     workers: int,
+    *,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> tuple[LocatorNet | None, int]:
     """Read the task's labelled series of `train_ids` and fit a network; (None, 0) without samples."""
     labelled = labelled_rows(data, task, train_ids)
@@ -303,7 +344,15 @@ def train_task(
         return None, 0
     progress = not console.quiet
     net = fit(
-        task, samples, settings, accelerator=accelerator, devices=devices, workers=workers, progress=progress
+        task,
+        samples,
+        settings,
+        accelerator=accelerator,
+        devices=devices,
+        workers=workers,
+        progress=progress,
+        strategy=strategy,
+        num_nodes=num_nodes,
     )
     return net, len(samples)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -16,14 +17,26 @@ def predict_command(
         help="More classifier run folders (what follows --runs RUN: `--runs A B C`).",
         show_default=False,
     ),
-    runs: list[Path] = typer.Option(
-        ...,
+    runs: list[Path] | None = typer.Option(
+        None,
         "--runs",
         help="Classifier run folder(s) from `spinegrade train`; a folder holding several runs (folds, "
         "architectures) counts as all of them. Their probabilities are averaged.",
     ),
-    locator: Path = typer.Option(
-        ..., "--locator", help="Locator folder written by `spinegrade train-locator`."
+    locator: Path | None = typer.Option(
+        None, "--locator", help="Locator folder written by `spinegrade train-locator`."
+    ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="Model bundle (folder or .zip) written by `spinegrade export`, instead of --runs/--locator; "
+        "its hashes and versions are checked first.",
+    ),
+    runtime: str = typer.Option(
+        "torch", "--runtime", help="torch, or onnx (ONNX Runtime on CPU: a bundle's graphs, else exported)."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="Grade only shard i/n of the studies (0-based); join with `spinegrade merge`."
     ),
     out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
     images: Path | None = typer.Option(
@@ -51,30 +64,45 @@ def predict_command(
 
     Example: spinegrade predict data/phantom --runs runs/cls --locator runs/locator --out submission.csv
 
+    With a bundle: spinegrade predict data/rsna --model bundle/ --runtime onnx --out submission.csv
+
     Rows follow DATA_DIR/sample_submission.csv when it exists. Targets whose series is missing or
     unreadable get the per-level prior probabilities; the closing summary lists those studies and why.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from spinegrade.bundle.manifest import open_bundle, unpacked
+    from spinegrade.errors import DataError
     from spinegrade.prediction.predict import predict
+    from spinegrade.sharding import parse_shard
 
     console = Console(stderr=True)
-    summary = predict(
-        data_dir,
-        [*runs, *(more_runs or [])],
-        locator,
-        out,
-        images=images,
-        details=details,
-        figures=figures,
-        workers=workers,
-        device=device,
-        batch_size=batch_size,
-        tta=tta,
-        threads=threads,
-        resume=resume,
-    )
+    all_runs = [*(runs or []), *(more_runs or [])]
+    if model is None and not (all_runs and locator):
+        raise DataError("pass either --model BUNDLE or both --runs RUN... and --locator LOCATOR")
+    if model is not None and (all_runs or locator):
+        raise DataError("--model BUNDLE already holds the runs and the locator; drop --runs/--locator")
+    with unpacked(model) if model is not None else nullcontext() as folder:
+        bundle = open_bundle(folder) if folder is not None else None
+        summary = predict(
+            data_dir,
+            bundle.runs if bundle else all_runs,
+            bundle.locator if bundle else locator,
+            out,
+            images=images,
+            details=details,
+            figures=figures,
+            workers=workers,
+            device=device,
+            batch_size=batch_size,
+            tta=tta,
+            threads=threads,
+            resume=resume,
+            runtime=runtime,
+            onnx_dir=bundle.onnx_dir if bundle else None,
+            shard=parse_shard(shard),
+        )
     per_study = sum(summary.seconds_per_study.values())
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds_per_study.items())
     console.print(
@@ -98,3 +126,23 @@ def predict_command(
         from spinegrade.viewer.build import write_views
 
         console.print(f"study pages: open {write_views(summary.details)}", highlight=False)
+
+
+def merge_command(
+    parts: list[Path] = typer.Argument(..., help="Partial submissions written by `predict --shard i/n`."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", help="Merged submission CSV to write."),
+    sample: Path | None = typer.Option(
+        None, "--sample", help="sample_submission.csv: every row must be there once, in its order."
+    ),
+) -> None:
+    """Join the partial submissions of `predict --shard` and check that every row is there exactly once.
+
+    Example: spinegrade merge part0.csv part1.csv --sample data/sample_submission.csv --out submission.csv
+    """
+    from rich.console import Console
+
+    from spinegrade.prediction.merge import merge_submissions
+
+    merged = merge_submissions(parts, out, sample)
+    n_studies = merged["row_id"].str.partition("_")[0].nunique()
+    Console(stderr=True).print(f"{len(parts)} parts, {n_studies} studies, {len(merged)} rows -> {out}")

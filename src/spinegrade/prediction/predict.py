@@ -23,6 +23,7 @@ import pandas as pd
 
 from spinegrade import __version__
 from spinegrade.data.tables import SAMPLE_SUBMISSION, read_sample_submission
+from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.prediction.grade import Ensemble
 from spinegrade.prediction.grading import Locate, grade_study
@@ -38,14 +39,19 @@ from spinegrade.prediction.results import (
 from spinegrade.prediction.studies import StudyPlan, discover_studies
 from spinegrade.prediction.submission import align_with_sample, submission_frame
 from spinegrade.runtime import torch_threads
+from spinegrade.sharding import Shard, shard_items
+
+RUNTIMES = ("torch", "onnx")
 
 
-def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool) -> str:
-    """Identifies the grading models (files, sizes, modification times): --resume reuses only their work."""
+def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool, runtime: str = "torch") -> str:
+    """Identifies the grading models (files, sizes, modification times) and the runtime: --resume reuses
+    only their work."""
     files = [run.path / name for run in ensemble.runs for name in ("best.safetensors", "best.json")]
     files += sorted(p for p in locator_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
-    return hashlib.sha256("\n".join([__version__, f"tta={tta}", *parts]).encode()).hexdigest()[:16]
+    settings = [__version__, f"tta={tta}", *([f"runtime={runtime}"] if runtime != "torch" else [])]
+    return hashlib.sha256("\n".join([*settings, *parts]).encode()).hexdigest()[:16]
 
 
 def _resumed(path: Path, key: str) -> StudyResult | None:
@@ -77,6 +83,9 @@ def predict(
     threads: int = 1,
     resume: bool = False,
     progress: bool = True,
+    runtime: str = "torch",
+    onnx_dir: str | os.PathLike | None = None,
+    shard: Shard | None = None,
 ) -> PredictionSummary:
     """Grade every test study of DATA_DIR and write the submission CSV `out` (see the module doc).
 
@@ -84,6 +93,8 @@ def predict(
     per series. threads: torch's CPU threads while predicting (0: torch's default). One is the default:
     the models see one small batch per study, and on 2 shared cores a second thread made them 4-15x
     slower (bench/predict.py), while `workers` can use the other core to read ahead.
+    runtime "onnx" runs the networks with ONNX Runtime (a bundle's graphs in `onnx_dir`, else exported on
+    loading). shard (i, n): grade only every n-th study from the i-th (0-based), for `spinegrade merge`.
     Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
     from spinegrade.localization.locate import load_locator, locate_study
@@ -93,10 +104,26 @@ def predict(
     sample_path = data_dir / SAMPLE_SUBMISSION
     sample = read_sample_submission(sample_path) if sample_path.is_file() else None
     plans, problems = align_with_sample(discover_studies(data_dir, images), sample)
+    if shard is not None:
+        plans = shard_items(plans, shard)
+        wanted = {p.study_id for p in plans}
+        problems = [p for p in problems if p.study_id in wanted]
+        if sample is not None:
+            sample = sample[sample["row_id"].str.partition("_")[0].astype(int).isin(wanted)]
+    if runtime not in RUNTIMES:
+        raise DataError(f"runtime {runtime!r} unknown; use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and device != "cpu":
+        raise DataError(f"--runtime onnx runs on the CPU; drop --device {device} or use --runtime torch")
     ensemble = Ensemble.load(runs, device=device, batch_size=batch_size, tta=tta)
     locator = load_locator(locator_dir, device=device)
+    if runtime == "onnx":
+        from spinegrade.prediction.onnx_models import with_onnx_runtime
+
+        ensemble, locator = with_onnx_runtime(
+            ensemble, locator, Path(onnx_dir) if onnx_dir else None, threads
+        )
     priors, prior_source = load_priors(ensemble, data_dir)
-    key = fingerprint(ensemble, locator_dir, tta)
+    key = fingerprint(ensemble, locator_dir, tta, runtime)
     details_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[int, StudyResult] = {}

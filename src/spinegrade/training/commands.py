@@ -77,6 +77,9 @@ def train_command(
         D["devices"], "--devices", help="Number of devices or a list (DDP when more than one)."
     ),
     strategy: str = typer.Option(D["strategy"], "--strategy", help="Lightning strategy, e.g. ddp."),
+    num_nodes: int = typer.Option(
+        D["num_nodes"], "--num-nodes", help="Machines taking part (DDP; each with --devices devices)."
+    ),
     pretrained: bool = typer.Option(
         False, "--pretrained", help="Start from ImageNet weights (needs network)."
     ),
@@ -118,6 +121,7 @@ def train_command(
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
+        num_nodes=num_nodes,
         pretrained=pretrained,
         weights=str(weights) if weights else None,
         conditioning=conditioning,

@@ -105,6 +105,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1
     pretrained: bool = False
     weights: str | None = None
     conditioning: str = "film"

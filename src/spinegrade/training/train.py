@@ -149,6 +149,7 @@ def _trainer(
         accelerator=config.accelerator,
         devices=_devices(config.devices),
         strategy=config.strategy,
+        num_nodes=config.num_nodes,
         precision=resolve_precision(config.precision, config.accelerator),
         gradient_clip_val=config.grad_clip or None,
         callbacks=callbacks,
@@ -277,7 +278,7 @@ def _smote_head(
         MetricsLog(run_dir, stage="head", prior_score=data.prior["score"], console=console),
         BestModelExport(run_dir, {**info, "stage": "head", "smote": smote}, name=BEST),
     ]
-    head_config = replace(config, precision="32-true", devices="1", strategy="auto")
+    head_config = replace(config, precision="32-true", devices="1", strategy="auto", num_nodes=1)
     trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
     trainer.fit(module, datamodule=features)
 
