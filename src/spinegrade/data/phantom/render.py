@@ -2,12 +2,16 @@
 
 Partial volume (tissue sampled at two depths within the slice thickness and averaged), tissue texture
 (fat lobules, striated muscle, heterogeneous marrow), in-plane blur, a smooth bias field, Rician noise, and
-the intensity scale of a 12-bit scanner. Each study has its own contrast and each series its own intensity
+the intensity scale of a 12-bit scanner. Like most scanners, a fine matrix (pixels under ACQUIRED_MM) is
+an interpolated reconstruction of a coarser acquisition: the series is imaged at that coarser grid (noise
+included, so it comes out correlated as in real images) and interpolated up, which also keeps real sizes
+(320-640 px) fast to write. Each study has its own contrast and each series its own intensity
 scale, so no global brightness says anything about the labels; only the local shapes do.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -33,6 +37,7 @@ TEXTURE: Final = (
     (Tissue.MARROW, 0.18, 4.0, 4.0),  # heterogeneous (fatty, red) marrow
     (Tissue.SOFT, 0.08, 2.0, 2.0),
 )
+ACQUIRED_MM: Final = 0.8  # finest acquired pixel; finer matrices are interpolated from a coarser one
 MAX_POINTS: Final = 2_000_000  # pixels rendered at once (bounds memory at large sizes)
 
 
@@ -77,6 +82,17 @@ def _textures(shape: tuple[int, int, int], dx: float, rng: np.random.Generator) 
     return fields
 
 
+def _interpolation(fine: int, coarse: int, factor: int) -> np.ndarray:
+    """(fine, coarse) linear interpolation weights: fine pixel i lies at coarse position i / factor."""
+    position = np.minimum(np.arange(fine, dtype=np.float64) / factor, coarse - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, coarse - 1)
+    weights = np.zeros((fine, coarse), dtype=np.float32)
+    np.add.at(weights, (np.arange(fine), low), 1.0 - (position - low))
+    np.add.at(weights, (np.arange(fine), high), position - low)
+    return weights
+
+
 def render_series(
     anatomy: Anatomy,
     plan: SeriesPlan,
@@ -88,6 +104,30 @@ def render_series(
 
     `contrast` (study_contrast) is the study's own tissue contrast; None leaves the nominal one.
     """
+    dy, dx = plan.pixel_spacing
+    factor = max(1, round(ACQUIRED_MM / dx))
+    if factor == 1:
+        image = _acquire(anatomy, plan, sequence, rng, contrast)
+    else:
+        rows, cols = -(-plan.rows // factor), -(-plan.cols // factor)
+        coarse = replace(plan, pixel_spacing=(dy * factor, dx * factor), rows=rows, cols=cols)
+        image = _acquire(anatomy, coarse, sequence, rng, contrast)
+        image = (
+            _interpolation(plan.rows, rows, factor) @ image @ _interpolation(plan.cols, cols, factor).T
+        )
+    top = (2**BITS_STORED - 1) * rng.uniform(0.3, 0.9)
+    scaled = image * np.float32(top / max(float(image.max()), 1e-6)) + np.float32(rng.uniform(0.0, 40.0))
+    return np.clip(np.rint(scaled), 0, 2**BITS_STORED - 1).astype(np.uint16), BITS_STORED
+
+
+def _acquire(
+    anatomy: Anatomy,
+    plan: SeriesPlan,
+    sequence: str,
+    rng: np.random.Generator,
+    contrast: np.ndarray | None,
+) -> np.ndarray:
+    """Magnitude image (n, rows, cols) float32 of `plan`: tissue, texture, partial volume, blur, noise."""
     table = signal_table(anatomy, sequence, rng, contrast)
     amplitude = np.zeros((len(TEXTURE), N_TISSUES), dtype=np.float32)
     for j, (tissue, amp, _, _) in enumerate(TEXTURE):
@@ -117,10 +157,7 @@ def render_series(
     sigma = max(0.4, PSF_MM / dx)
     image = gaussian_filter(np.maximum(image, 0.0), sigma=(0.0, sigma, sigma), mode="nearest")
     noise = np.float32(rng.uniform(0.015, 0.04))
-    image = np.hypot(
+    return np.hypot(
         image + noise * rng.standard_normal(image.shape, dtype=np.float32),
         noise * rng.standard_normal(image.shape, dtype=np.float32),
     )  # Rician magnitude noise
-    top = (2**BITS_STORED - 1) * rng.uniform(0.3, 0.9)
-    scaled = image * np.float32(top / max(float(image.max()), 1e-6)) + np.float32(rng.uniform(0.0, 40.0))
-    return np.clip(np.rint(scaled), 0, 2**BITS_STORED - 1).astype(np.uint16), BITS_STORED
