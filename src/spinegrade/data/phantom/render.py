@@ -112,9 +112,7 @@ def render_series(
         rows, cols = -(-plan.rows // factor), -(-plan.cols // factor)
         coarse = replace(plan, pixel_spacing=(dy * factor, dx * factor), rows=rows, cols=cols)
         image = _acquire(anatomy, coarse, sequence, rng, contrast)
-        image = (
-            _interpolation(plan.rows, rows, factor) @ image @ _interpolation(plan.cols, cols, factor).T
-        )
+        image = _interpolation(plan.rows, rows, factor) @ image @ _interpolation(plan.cols, cols, factor).T
     top = (2**BITS_STORED - 1) * rng.uniform(0.3, 0.9)
     scaled = image * np.float32(top / max(float(image.max()), 1e-6)) + np.float32(rng.uniform(0.0, 40.0))
     return np.clip(np.rint(scaled), 0, 2**BITS_STORED - 1).astype(np.uint16), BITS_STORED
