@@ -536,3 +536,13 @@ def test_angled_blocks_round_trip_through_the_reader(blocks_phantom: Path) -> No
         again = series.patient_to_pixel(sagittal.pixel_to_patient(*sagittal.patient_to_pixel(points)))
         np.testing.assert_allclose(again[0], index, atol=1e-4)
         np.testing.assert_allclose(again[1], rows.x, atol=1e-4)
+
+
+def test_preview_draws_crops_of_each_group(phantom: Path, tmp_path: Path) -> None:
+    from spinegrade.data.phantom.preview import labelled_crops, write_preview
+
+    cells = labelled_crops(phantom, per_cell=2, size=32)
+    assert {group for group, _ in cells} == {"spinal", "foraminal", "subarticular"}
+    assert all(0 < len(v) <= 2 and v[0].shape == (32, 32) for v in cells.values())
+    png = write_preview(phantom, tmp_path / "preview.png", real=tmp_path / "no-real-study", per_cell=2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
