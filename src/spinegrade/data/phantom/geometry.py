@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from spinegrade.data.phantom.anatomy import Anatomy
+from spinegrade.data.phantom.anatomy import DISCS, Anatomy
 from spinegrade.vocab import CONDITIONS, LEVELS
 
 SAGITTAL_AXES = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])  # columns run posterior, rows run inferior
@@ -197,7 +197,7 @@ def plan_axial(
         return _plan([part], rows, cols, dx, thickness, float(np.diff(along).mean()), reverse=from_top)
     parts = []
     for level in levels:
-        s = anatomy.disc_s[LEVELS.index(level) + 2]  # DISCS has two discs above L1/L2
+        s = anatomy.disc_s[DISCS.index(level)]
         centre = anatomy.to_patient(0.0, anatomy.canal_v - 12.0 * k, s) + shift
         left = anatomy.to_patient(1.0, anatomy.canal_v, s) - anatomy.to_patient(0.0, anatomy.canal_v, s)
         up = anatomy.to_patient(0.0, anatomy.canal_v, s + 1.0) - anatomy.to_patient(0.0, anatomy.canal_v, s)
