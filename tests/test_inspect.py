@@ -107,7 +107,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from spinegrade.data.phantom import write_phantom
 
     out = tmp_path_factory.mktemp("phantom")
-    write_phantom(out, studies=2, seed=3, size=64, test_studies=1, workers=1, progress=False)
+    write_phantom(
+        out, studies=2, seed=3, size=64, test_studies=1, workers=1, progress=False, header_descriptions=True
+    )
     return out
 
 

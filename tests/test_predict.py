@@ -66,7 +66,7 @@ def one_torch_thread() -> Iterator[None]:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("predict")
     data = root / "phantom"
-    write_phantom(data, 2, 0, size=64, test_studies=3, workers=1, progress=False)
+    write_phantom(data, 2, 0, size=64, test_studies=3, workers=1, progress=False, header_descriptions=True)
     locator = root / "locator"
     locator.mkdir()
     torch.manual_seed(0)

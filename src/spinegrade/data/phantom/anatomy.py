@@ -2,8 +2,11 @@
 
 Every series is drawn by asking `Anatomy.tissue` what lies at its pixels' patient coordinates, so the three
 series of a study agree by construction. The spine lives in a curved frame (u to the patient's left,
-v posterior, s superior along the lordotic axis); lesions narrow the canal, the lateral recesses and the
-foramina at the labelled discs in proportion to severity.
+v posterior, s superior along the lordotic axis), bent sideways by a slight scoliosis; lesions narrow the
+canal, the lateral recesses and the foramina at the labelled discs as much as their latent severity says.
+Patients differ in lordosis, vertebra and disc heights, canal width, pose and disc degeneration (dark, thin
+discs, drawn independently of the graded conditions); now and then a lumbarised S1 adds a sixth mobile
+disc below L5/S1 (the labels still count L1/L2 to L5/S1 from the top, as the radiologists would).
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ class Tissue(IntEnum):
     NUCLEUS = 10  # NUCLEUS + i is the nucleus of disc i (each disc has its own hydration)
 
 
-# The discs from top to bottom: two unlabelled thoracolumbar ones, then the five labelled levels.
-DISCS: Final = ("t11_t12", "t12_l1", *LEVELS)
+# The discs from top to bottom: two unlabelled thoracolumbar ones, the five labelled levels, then the S1/S2
+# remnant (a thin dark line in most patients, a full disc where S1 is lumbarised).
+DISCS: Final = ("t11_t12", "t12_l1", *LEVELS, "s1_s2")
 FIRST_LABELLED: Final = 2
+LABELLED: Final = slice(FIRST_LABELLED, FIRST_LABELLED + len(LEVELS))
 N_TISSUES: Final = Tissue.NUCLEUS + len(DISCS)
-# Narrowing (share of the lumen's radius taken by the lesion) drawn uniformly per severity code. The
-# ranges do not overlap, so the grade is always readable from the picture.
-NARROWING: Final = ((0.0, 0.15), (0.42, 0.56), (0.74, 0.88))
+TRANSITIONAL_RATE: Final = 0.06  # share of patients with a lumbarised S1 (an L6, as radiologists say)
+# Chance that a disc is degenerated (dark and thin), from T11/T12 down to S1/S2: highest at the bottom.
+DEGENERATION_RATE: Final = (0.05, 0.05, 0.08, 0.12, 0.2, 0.35, 0.4, 0.0)
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,18 @@ class Anatomy:
     rotation: np.ndarray  # (3, 3): columns are the anatomy axes (left, posterior, superior) in patient space
     origin: np.ndarray  # (3,): patient position of the lordosis apex on the spine axis
     radius: float  # radius of curvature of the lordosis (mm)
-    disc_s: np.ndarray  # (7,) s of the disc centres, top (T11/T12) to bottom (L5/S1)
-    disc_h: np.ndarray  # (7,) disc heights
+    disc_s: np.ndarray  # (8,) s of the disc centres, top (T11/T12) to bottom (S1/S2)
+    disc_h: np.ndarray  # (8,) disc heights
     scale: float  # overall size factor of this patient
-    narrowing: np.ndarray  # (5 conditions, 7 discs) in CONDITIONS order; 0 at the unlabelled discs
-    hydration: np.ndarray  # (7,) 0..1: how bright each disc's nucleus is on T2 (1 = healthy)
+    narrowing: np.ndarray  # (5 conditions, 8 discs) in CONDITIONS order; 0 at the unlabelled discs
+    hydration: np.ndarray  # (8,) 0..1: how bright each disc's nucleus is on T2 (1 = healthy)
+    canal: float = 1.0  # width factor of the canal (a congenitally narrow or wide one)
+    scoliosis: tuple[float, float, float] = (0.0, 200.0, 0.0)  # (amplitude mm, wavelength mm, phase rad)
+
+    def lateral(self, s: np.ndarray | float) -> np.ndarray:
+        """Sideways shift (mm, to the left) of the spine axis at height s: the scoliosis."""
+        amplitude, wavelength, phase = self.scoliosis
+        return np.float32(amplitude) * np.sin(np.float32(2.0 * np.pi / wavelength) * s + np.float32(phase))
 
     # Derived dimensions (mm), all proportional to `scale`.
     @property
@@ -67,11 +79,11 @@ class Anatomy:
 
     @property
     def canal_w(self) -> float:
-        return 8.0 * self.scale
+        return 8.0 * self.scale * self.canal
 
     @property
     def canal_ap(self) -> float:
-        return 7.0 * self.scale
+        return 7.0 * self.scale * self.canal
 
     @property
     def canal_v(self) -> float:
@@ -129,7 +141,7 @@ class Anatomy:
         """Curved spine coordinates -> patient points (..., 3); `tissue` does the inverse per pixel."""
         u, v, s = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (u, v, s)))
         phi, d = s / self.radius, self.radius - v
-        q = np.stack([u, self.radius - d * np.cos(phi), d * np.sin(phi)], axis=-1)
+        q = np.stack([u + self.lateral(s), self.radius - d * np.cos(phi), d * np.sin(phi)], axis=-1)
         return q @ self.rotation.T + self.origin
 
     def target_point(self, condition: str, level: str) -> np.ndarray:
@@ -156,10 +168,13 @@ class Anatomy:
         k = self.scale
         # Only the spine's neighbourhood needs the detailed model.
         near = np.flatnonzero(
-            (np.abs(x) < 48.0 * k) & (v > -self.body_d - 14.0 * k) & (v < self.canal_v + 52.0 * k)
+            (np.abs(x) < 48.0 * k + abs(self.scoliosis[0]))
+            & (v > -self.body_d - 14.0 * k)
+            & (v < self.canal_v + 52.0 * k)
         )
         s = self.radius * np.arctan2(z[near], dy[near])
-        labels[near] = self._spine(x[near], v[near], s, labels[near])
+        u = x[near] - self.lateral(s)
+        labels[near] = self._spine(u, v[near], s, labels[near])
         return labels.reshape(shape)
 
     def _trunk(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -265,28 +280,39 @@ class Anatomy:
         return labels
 
 
-def sample_anatomy(rng: np.random.Generator, severity: np.ndarray) -> Anatomy:
-    """Draw a patient: size, disc heights, lordosis, pose, and a narrowing per target from its severity.
+def sample_anatomy(rng: np.random.Generator, narrowing: np.ndarray) -> Anatomy:
+    """Draw a patient: size, vertebra and disc heights, lordosis, scoliosis, pose, degenerated discs.
 
-    `severity` holds the 25 codes (0..2) in LABEL_COLUMNS order (condition-major).
+    `narrowing` holds the 25 targets' lumen shares taken by a lesion (labels.narrowing_of of the latent
+    severities) in LABEL_COLUMNS order (condition-major).
     """
-    scale = rng.uniform(0.9, 1.1)
-    body_h = 26.0 * scale * rng.uniform(0.95, 1.05)
-    disc_h = np.array([7.5, 8.0, 9.0, 9.5, 10.0, 10.5, 9.0]) * scale * rng.uniform(0.85, 1.15, len(DISCS))
+    n = len(DISCS)
+    scale = rng.uniform(0.88, 1.12)
+    body_h = 26.0 * scale * rng.uniform(0.95, 1.05) * rng.uniform(0.93, 1.07, n - 1)
+    disc_h = np.array([7.5, 8.0, 9.0, 9.5, 10.0, 10.5, 9.0, 2.0]) * scale * rng.uniform(0.85, 1.15, n)
+    hydration = rng.uniform(0.6, 1.0, n)
+    degenerated = rng.random(n) < np.asarray(DEGENERATION_RATE)
+    hydration[degenerated] = rng.uniform(0.02, 0.3, int(degenerated.sum()))
+    disc_h[degenerated] *= rng.uniform(0.5, 0.8, int(degenerated.sum()))
+    hydration[-1] = 0.05  # the S1/S2 remnant has no nucleus to speak of ...
+    if rng.random() < TRANSITIONAL_RATE:  # ... unless S1 is lumbarised
+        disc_h[-1], hydration[-1] = 7.5 * scale * rng.uniform(0.8, 1.1), rng.uniform(0.3, 0.9)
     disc_s = np.concatenate([[0.0], -np.cumsum(body_h + (disc_h[:-1] + disc_h[1:]) / 2.0)])
-    disc_s -= (disc_s[FIRST_LABELLED] + disc_s[-1]) / 2.0  # s = 0 halfway between L1/L2 and L5/S1
-    codes = np.asarray(severity, dtype=np.int64).reshape(len(CONDITIONS), len(LEVELS))
-    bounds = np.asarray(NARROWING)[codes]  # (5, 5, 2)
-    narrowing = np.zeros((len(CONDITIONS), len(DISCS)))
-    narrowing[:, FIRST_LABELLED:] = rng.uniform(bounds[..., 0], bounds[..., 1])
-    angles = [rng.uniform(-6.0, 6.0), rng.uniform(-3.0, 3.0), rng.uniform(-3.0, 3.0)]
+    bottom = FIRST_LABELLED + len(LEVELS) - 1
+    disc_s -= (disc_s[FIRST_LABELLED] + disc_s[bottom]) / 2.0  # s = 0 halfway between L1/L2 and L5/S1
+    lumen = np.zeros((len(CONDITIONS), n))
+    lumen[:, LABELLED] = np.asarray(narrowing, dtype=np.float64).reshape(len(CONDITIONS), len(LEVELS))
+    angles = [rng.uniform(-6.0, 6.0), rng.uniform(-3.0, 3.0), rng.uniform(-4.0, 4.0)]
+    scoliosis = (rng.normal(0.0, 2.5), rng.uniform(150.0, 300.0), rng.uniform(0.0, 2.0 * np.pi))
     return Anatomy(
         rotation=Rotation.from_euler("xyz", angles, degrees=True).as_matrix(),
         origin=np.array([rng.uniform(-20.0, 20.0), rng.uniform(-30.0, 10.0), rng.uniform(-60.0, 60.0)]),
-        radius=rng.uniform(220.0, 450.0),
+        radius=rng.uniform(180.0, 500.0),
         disc_s=disc_s,
         disc_h=disc_h,
         scale=scale,
-        narrowing=narrowing,
-        hydration=rng.uniform(0.3, 1.0, len(DISCS)),
+        narrowing=lumen,
+        hydration=hydration,
+        canal=rng.uniform(0.88, 1.12),
+        scoliosis=scoliosis,
     )

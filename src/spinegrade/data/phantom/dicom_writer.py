@@ -1,8 +1,9 @@
-"""Writing one phantom series as DICOM MR images: one explicit-VR little-endian file per slice.
+"""Writing one phantom series as DICOM MR images: one RLE Lossless file per slice, as the Kaggle files.
 
-Like the Kaggle files, StudyInstanceUID and SeriesInstanceUID are the numeric study and series ids and the
-PatientID is the study id; SOP instance UIDs come from `generate_uid` with fixed entropy, so the same seed
-writes the same bytes.
+Like those: 16 bits allocated and 12 stored, no Modality, no SeriesNumber and an empty SeriesDescription
+(the series type is only in the CSVs); StudyInstanceUID and SeriesInstanceUID are the numeric study and
+series ids and the PatientID is the study id. SOP instance UIDs come from `generate_uid` with fixed
+entropy and RLE is lossless and deterministic, so the same seed writes the same bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
 from spinegrade.data.phantom.geometry import SeriesPlan
 
@@ -23,8 +24,7 @@ class SeriesHeader:
 
     study_id: int
     series_id: int
-    series_number: int
-    description: str
+    description: str  # SeriesDescription: empty as in the Kaggle files, unless asked for
     frame_of_reference_uid: str
     uid_entropy: str  # seeds the SOP instance UIDs (the phantom's seed and config)
 
@@ -53,15 +53,12 @@ def write_series(
     ds.file_meta = meta
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
     ds.SOPClassUID = MRImageStorage
-    ds.Modality = "MR"
     ds.SeriesDescription = header.description
     ds.PatientID = str(header.study_id)
     ds.SliceThickness = plan.thickness
     ds.SpacingBetweenSlices = plan.spacing
     ds.StudyInstanceUID = str(header.study_id)
     ds.SeriesInstanceUID = str(header.series_id)
-    ds.SeriesNumber = header.series_number
-    ds.ImageOrientationPatient = [float(v) for v in plan.orientation.ravel()]
     ds.FrameOfReferenceUID = header.frame_of_reference_uid
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -73,12 +70,17 @@ def write_series(
     ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
     paths = []
-    for index, (position, frame) in enumerate(zip(plan.positions, pixels, strict=True)):
+    for index, (orientation, position, frame) in enumerate(
+        zip(plan.orientations, plan.positions, pixels, strict=True)
+    ):
         number = index + 1
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = sop_instance_uid(header, number)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = sop_instance_uid(header, number)
         ds.InstanceNumber = number
+        ds.ImageOrientationPatient = [float(v) for v in orientation.ravel()]
         ds.ImagePositionPatient = [float(v) for v in position]
-        ds.PixelData = frame.astype("<u2").tobytes()
+        ds.compress(
+            RLELossless, np.ascontiguousarray(frame), encoding_plugin="pylibjpeg", generate_instance_uid=False
+        )
         path = folder / f"{number}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -1,8 +1,11 @@
-"""Severity labels of phantom studies, sampled like the real train.csv.
+"""Severity labels of phantom studies: a continuous latent severity per target, and a noisy reader.
 
-Marginal frequencies per target come from the real file; a latent Gaussian model (study, level and condition
-factors) adds the correlations of real spines (a degenerated L4/L5 tends to be narrowed everywhere) without
-changing the marginals.
+Each target has a latent severity z ~ N(0, 1) (study, level and condition factors give the correlations of
+real spines: a degenerated L4/L5 tends to be narrowed everywhere); the image shows z as a narrowing graded
+continuously (`narrowing_of`). The label is what a radiologist reads from it: z + reader noise, cut at
+thresholds, an ordinal probit P(grade | z) whose confusions are mostly between neighbouring grades, as
+between real readers. The thresholds keep the real per-target frequencies. P(grade | z) is the oracle: no
+model that sees the image can beat its score in expectation (the phantom's floor).
 """
 
 from __future__ import annotations
@@ -53,24 +56,69 @@ STUDY_SHARE: Final = 0.3
 LEVEL_SHARE: Final = 0.2
 CONDITION_SHARE: Final = 0.1
 
+# Standard deviation of the reader's noise on the latent scale (z has unit variance). Sets the floor: the
+# oracle's challenge score is about 0.32 with it (0.28-0.36 on the default phantom), against a per-level
+# prior of about 0.79, the real prior.
+READER_NOISE: Final = 0.35
+# Narrowing (share of the lumen's radius taken by the lesion) at the latent's knots, relative to the two
+# grade thresholds t0 (Normal/Mild | Moderate) and t1 (Moderate | Severe): (offset from t0, t0, t1, offset
+# from t1). Between knots it is linear, so the picture grades continuously.
+NARROWING_KNOTS: Final = ((-2.0, 0.0), (0.0, 0.30), (0.0, 0.62), (1.2, 0.88))
+
 _COUNTS = np.array([REAL_COUNTS[c] for c in LABEL_COLUMNS], dtype=np.float64)
 FREQUENCIES: Final = _COUNTS[:, :3] / _COUNTS[:, :3].sum(axis=1, keepdims=True)  # (25, 3), rows sum to 1
 BLANK_RATES: Final = _COUNTS[:, 3] / _COUNTS.sum(axis=1)  # (25,)
-# Latent cut points (25, 2); the stdlib's normal quantile spares importing scipy.stats (~1.5 s per worker).
-_THRESHOLDS = np.vectorize(NormalDist().inv_cdf)(np.cumsum(FREQUENCIES, axis=1)[:, :2])
+# Cut points (25, 2) of the noisy reading z + noise ~ N(0, 1 + READER_NOISE^2), so that the labels keep the
+# real frequencies; the stdlib's normal quantile spares importing scipy.stats (~1.5 s per worker).
+_NORMAL = NormalDist()
+THRESHOLDS: Final = np.sqrt(1.0 + READER_NOISE**2) * np.vectorize(_NORMAL.inv_cdf)(
+    np.cumsum(FREQUENCIES, axis=1)[:, :2]
+)
+_CDF = np.vectorize(_NORMAL.cdf, otypes=[np.float64])
 
 
 @dataclass(frozen=True)
 class LabelSample:
-    """Severity codes (0..2) of every target, and which of them the CSVs leave blank or without a point."""
+    """Latent severity and label (0..2) of every target, and which of them the CSVs leave blank or without a
+    point."""
 
-    severity: np.ndarray  # int8 (n, 25) in LABEL_COLUMNS order: the truth the images are drawn from
+    latent: np.ndarray  # float64 (n, 25) in LABEL_COLUMNS order: the severity the images show
+    severity: np.ndarray  # int8 (n, 25): the reader's grade, drawn from P(grade | latent)
     blank: np.ndarray  # bool (n, 25): no label in train.csv (and no point)
     no_point: np.ndarray  # bool (n, 25): labelled, but left out of the coordinates file
 
+    @property
+    def oracle(self) -> np.ndarray:
+        """P(grade | latent), float64 (n, 25, 3): the best prediction any model of the images can make."""
+        return grade_probabilities(self.latent)
+
+
+def grade_probabilities(latent: np.ndarray) -> np.ndarray:
+    """P(grade | latent) (..., 25, 3) of the reader model for latents (..., 25) in LABEL_COLUMNS order."""
+    below = _CDF((THRESHOLDS - latent[..., None]) / READER_NOISE)  # P(grade <= 0), P(grade <= 1)
+    return np.diff(below, axis=-1, prepend=0.0, append=1.0)
+
+
+def narrowing_of(latent: np.ndarray) -> np.ndarray:
+    """What the image shows of latents (..., 25): the share of each target's lumen a lesion takes."""
+    offsets = np.array([k[0] for k in NARROWING_KNOTS])
+    values = np.array([k[1] for k in NARROWING_KNOTS])
+    out = np.empty(np.shape(latent))
+    for j in range(len(LABEL_COLUMNS)):
+        low, high = THRESHOLDS[j]
+        knots = np.array([low, low, high, high]) + offsets
+        out[..., j] = np.interp(latent[..., j], knots, values)
+    return out
+
+
+def grade_latent(code: int) -> np.ndarray:
+    """A latent (25,) typical of grade `code` at every target: where that grade's reading is surest."""
+    low, high = THRESHOLDS[:, 0], THRESHOLDS[:, 1]
+    return (low - 1.5, (low + high) / 2.0, high + 1.0)[code]
+
 
 def sample_labels(rng: np.random.Generator, n: int) -> LabelSample:
-    """Draw the labels of `n` studies with the real per-target frequencies and blank rates."""
+    """Draw latents and labels of `n` studies with the real per-target frequencies and blank rates."""
     n_levels, n_conditions = len(LEVELS), len(CONDITIONS)
     study = rng.standard_normal((n, 1, 1))
     level = rng.standard_normal((n, 1, n_levels))
@@ -82,7 +130,8 @@ def sample_labels(rng: np.random.Generator, n: int) -> LabelSample:
         + np.sqrt(CONDITION_SHARE) * condition
         + np.sqrt(1.0 - STUDY_SHARE - LEVEL_SHARE - CONDITION_SHARE) * own
     ).reshape(n, -1)  # condition-major, like LABEL_COLUMNS
-    severity = (latent[:, :, None] > _THRESHOLDS[None]).sum(axis=2).astype(np.int8)
+    reading = latent + READER_NOISE * rng.standard_normal(latent.shape)
+    severity = (reading[:, :, None] > THRESHOLDS[None]).sum(axis=2).astype(np.int8)
 
     draws = rng.random((n, n_conditions, n_levels))
     # Left and right subarticular blanks go together (an axial slab that was not graded).
@@ -94,4 +143,4 @@ def sample_labels(rng: np.random.Generator, n: int) -> LabelSample:
     draws = draws.reshape(n, -1)
     blank = draws < BLANK_RATES[None]
     no_point = ~blank & (rng.random((n, len(LABEL_COLUMNS))) < MISSING_POINT_RATE)
-    return LabelSample(severity=severity, blank=blank, no_point=no_point)
+    return LabelSample(latent=latent, severity=severity, blank=blank, no_point=no_point)

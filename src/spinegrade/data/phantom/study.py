@@ -16,11 +16,13 @@ from pydicom.uid import generate_uid
 from spinegrade.data.phantom.anatomy import Anatomy, sample_anatomy
 from spinegrade.data.phantom.dicom_writer import SeriesHeader, write_series
 from spinegrade.data.phantom.geometry import SeriesPlan, plan_axial, plan_sagittal
-from spinegrade.data.phantom.labels import LabelSample, sample_labels
-from spinegrade.data.phantom.render import render_series
+from spinegrade.data.phantom.labels import LabelSample, narrowing_of, sample_labels
+from spinegrade.data.phantom.render import render_series, study_contrast
+from spinegrade.data.phantom.settings import DEFAULT_AXIAL_BLOCKS, SECOND_AXIAL_RATE
 from spinegrade.vocab import (
     CONDITION_SERIES,
     LABEL_COLUMNS,
+    LEVELS,
     SERIES_TYPES,
     SEVERITY_LABELS,
     TARGETS,
@@ -39,7 +41,6 @@ class PhantomSeries:
     """One series of a study: ids, the sequence it is imaged with, and where its slices lie."""
 
     series_id: int
-    series_number: int
     description: str
     sequence: str
     plan: SeriesPlan
@@ -54,11 +55,12 @@ class PhantomStudy:
     split: str
     labels: LabelSample  # one row
     anatomy: Anatomy
-    series: tuple[PhantomSeries, ...]  # in SERIES_TYPES order
+    series: tuple[PhantomSeries, ...]  # in SERIES_TYPES order, then a second axial T2 if any
     points: tuple[tuple[int, int, float, float], ...]  # per target: (series_id, instance_number, x, y)
     frame_of_reference_uid: str
     uid_entropy: str
     render_seed: np.random.SeedSequence
+    header_descriptions: bool = False  # write SeriesDescription into the DICOMs (the Kaggle files do not)
 
     def label_row(self) -> dict[str, object]:
         """The study's train.csv row: study_id and the 25 severities (None where blank)."""
@@ -69,9 +71,10 @@ class PhantomStudy:
             row[column] = None if blank else SEVERITY_LABELS[code]
         return row
 
-    def coordinate_rows(self) -> list[dict[str, object]]:
-        """The study's train_label_coordinates.csv rows (no row for blank or point-less targets)."""
-        keep = ~(self.labels.blank[0] | self.labels.no_point[0])
+    def coordinate_rows(self, every_point: bool = False) -> list[dict[str, object]]:
+        """The study's train_label_coordinates.csv rows: none for blank targets, nor (unless `every_point`,
+        as in the test split's truth) for the point-less ones that imitate the real file's omissions."""
+        keep = ~self.labels.blank[0] if every_point else ~(self.labels.blank[0] | self.labels.no_point[0])
         return [
             {
                 "study_id": self.study_id,
@@ -98,14 +101,14 @@ class PhantomStudy:
     def write_images(self, folder: Path) -> int:
         """Render and write every series as folder/<series_id>/<n>.dcm; returns the number of files."""
         rng = np.random.default_rng(self.render_seed)
+        contrast = study_contrast(rng)
         count = 0
         for series in self.series:
-            pixels, bits = render_series(self.anatomy, series.plan, series.sequence, rng)
+            pixels, bits = render_series(self.anatomy, series.plan, series.sequence, rng, contrast)
             header = SeriesHeader(
                 study_id=self.study_id,
                 series_id=series.series_id,
-                series_number=series.series_number,
-                description=series.description,
+                description=series.description if self.header_descriptions else "",
                 frame_of_reference_uid=self.frame_of_reference_uid,
                 uid_entropy=self.uid_entropy,
             )
@@ -113,26 +116,46 @@ class PhantomStudy:
         return count
 
 
-def make_study(seed: int, index: int, study_id: int, split: str, size: int, uid_entropy: str) -> PhantomStudy:
-    """Draw study `index` of the phantom with `seed` (cheap: no pixels are rendered)."""
+def make_study(
+    seed: int,
+    index: int,
+    study_id: int,
+    split: str,
+    size: int | None,
+    uid_entropy: str,
+    axial_blocks: float = DEFAULT_AXIAL_BLOCKS,
+    header_descriptions: bool = False,
+) -> PhantomStudy:
+    """Draw study `index` of the phantom with `seed` (cheap: no pixels are rendered).
+
+    `size` None gives real image sizes; `axial_blocks` is the chance that the axial T2 is angled blocks.
+    """
     spec_seed, render_seed = np.random.SeedSequence(seed, spawn_key=(1, index)).spawn(2)
     rng = np.random.default_rng(spec_seed)
     labels = sample_labels(rng, 1)
-    anatomy = sample_anatomy(rng, labels.severity[0])
-    ids = rng.choice(SERIES_ID_RANGE[1] - SERIES_ID_RANGE[0], len(SERIES_TYPES), replace=False)
-    numbers = np.sort(rng.choice(np.arange(1, 13), len(SERIES_TYPES), replace=False))
+    anatomy = sample_anatomy(rng, narrowing_of(labels.latent[0]))
+    blocks = bool(rng.random() < axial_blocks)
+    second = bool(rng.random() < SECOND_AXIAL_RATE)
+    kinds = (*SERIES_TYPES, "Axial T2") if second else SERIES_TYPES
+    ids = rng.choice(SERIES_ID_RANGE[1] - SERIES_ID_RANGE[0], len(kinds), replace=False)
     sequences = {"Sagittal T1": "T1", "Sagittal T2/STIR": "STIR" if rng.random() < STIR_RATE else "T2"}
+    plans = [
+        plan_sagittal(anatomy, rng, size),
+        plan_sagittal(anatomy, rng, size),
+        plan_axial(anatomy, rng, size, blocks),
+    ]
+    if second:  # a repeat over the lower discs, as blocks
+        plans.append(plan_axial(anatomy, rng, size, True, LEVELS[int(rng.integers(2, 4)) :]))
     series = tuple(
         PhantomSeries(
             series_id=int(series_id) + SERIES_ID_RANGE[0],
-            series_number=int(number),
             description=description,
             sequence=sequences.get(description, "T2"),
-            plan=(plan_axial if description == "Axial T2" else plan_sagittal)(anatomy, rng, size),
+            plan=plan,
         )
-        for series_id, number, description in zip(ids, numbers, SERIES_TYPES, strict=True)
+        for series_id, description, plan in zip(ids, kinds, plans, strict=True)
     )
-    by_description = {s.description: s for s in series}
+    by_description = {s.description: s for s in series[: len(SERIES_TYPES)]}
     points = []
     for condition, level in TARGETS:
         target = by_description[CONDITION_SERIES[condition]]
@@ -149,4 +172,5 @@ def make_study(seed: int, index: int, study_id: int, split: str, size: int, uid_
         frame_of_reference_uid=generate_uid(entropy_srcs=[uid_entropy, str(study_id), "frame-of-reference"]),
         uid_entropy=uid_entropy,
         render_seed=render_seed,
+        header_descriptions=header_descriptions,
     )

@@ -2,7 +2,8 @@
 
 Studies are rendered in a process pool, each into a temporary folder that is renamed into place when
 complete, so an interrupted run resumes by skipping the study folders that exist. The CSVs are rebuilt from
-the (cheap) study specs and written atomically at the end; OUT/phantom.json records the config.
+the (cheap) study specs and written atomically at the end, with the oracle's predictions
+(oracle_submission.csv, both splits); OUT/phantom.json records the config and the floor and prior scores.
 """
 
 from __future__ import annotations
@@ -23,10 +24,24 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from spinegrade import __version__
-from spinegrade.data.phantom.settings import DEFAULT_SIZE, PHANTOM_FORMAT, PHANTOM_VERSION, SIZE_RANGE
+from spinegrade.data.phantom.floor import (
+    ORACLE_FILE,
+    SUBMISSION_COLUMNS,
+    floor_score,
+    label_frame,
+    oracle_submission,
+    prior_score,
+)
+from spinegrade.data.phantom.settings import (
+    DEFAULT_AXIAL_BLOCKS,
+    DEFAULT_SIZE,
+    PHANTOM_FORMAT,
+    PHANTOM_VERSION,
+    SIZE_RANGE,
+)
 from spinegrade.data.phantom.study import PhantomStudy, make_study
 from spinegrade.errors import DataError
-from spinegrade.vocab import CONDITIONS, LABEL_COLUMNS, LEVELS, make_row_id
+from spinegrade.vocab import CONDITIONS, LEVELS, make_row_id
 
 CONFIG_FILE: Final = "phantom.json"
 TRUTH_DIR: Final = "phantom_truth"
@@ -42,12 +57,12 @@ OWNED: Final = (
     "train_series_descriptions.csv",
     "test_series_descriptions.csv",
     "sample_submission.csv",
+    ORACLE_FILE,
     CONFIG_FILE,
     TMP_DIR,
 )
 COORDINATE_COLUMNS: Final = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
 DESCRIPTION_COLUMNS: Final = ("study_id", "series_id", "series_description")
-SUBMISSION_COLUMNS: Final = ("row_id", "normal_mild", "moderate", "severe")
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,9 @@ class PhantomSummary:
     reused: int  # complete studies found from an interrupted run with the same config
     files: int  # DICOM files written by this call
     seconds: float
+    floor: float  # challenge score of the oracle (oracle_submission.csv) on the train split
+    prior: float  # challenge score of the weight-optimal per-level prior on the train split (in-sample)
+    test_floor: float | None  # the oracle's score on the test split's truth (None without test studies)
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "out": str(self.out)}
@@ -71,13 +89,20 @@ def write_phantom(
     studies: int,
     seed: int,
     *,
-    size: int = DEFAULT_SIZE,
+    size: int | None = DEFAULT_SIZE,
     test_studies: int | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    axial_blocks: float = DEFAULT_AXIAL_BLOCKS,
+    header_descriptions: bool = False,
 ) -> PhantomSummary:
     """Write `studies` train and `test_studies` (default max(1, studies // 10)) test studies into `out`.
+
+    `size` None draws real image sizes per series (320-640 px); a number makes every image size x size,
+    for fast tests and demos. `axial_blocks` is the share of studies whose axial T2 is angled blocks, one
+    per disc, instead of one stack. `header_descriptions` writes each series' type into its DICOM
+    SeriesDescription, which the Kaggle files leave empty (for code that reads DICOMs without the CSVs).
 
     `out` must be empty, missing, or a phantom with the same config (then the run resumes); anything else
     needs `overwrite`, which removes only the files a phantom owns. `workers` defaults to all CPU cores.
@@ -86,7 +111,7 @@ def write_phantom(
     out = Path(out)
     n_test = max(1, studies // 10) if test_studies is None else test_studies
     workers = (os.cpu_count() or 1) if workers is None else workers
-    _check_arguments(studies, seed, size, n_test, workers)
+    _check_arguments(studies, seed, size, n_test, workers, axial_blocks)
     config = {
         "format": PHANTOM_FORMAT,
         "phantom_version": PHANTOM_VERSION,
@@ -95,15 +120,24 @@ def write_phantom(
         "studies": studies,
         "test_studies": n_test,
         "size": size,
+        "axial_blocks": axial_blocks,
+        "header_descriptions": header_descriptions,
     }
     _prepare(out, config, overwrite)
 
-    specs = phantom_studies(studies, seed, size=size, test_studies=n_test)
+    specs = phantom_studies(
+        studies,
+        seed,
+        size=size,
+        test_studies=n_test,
+        axial_blocks=axial_blocks,
+        header_descriptions=header_descriptions,
+    )
     todo = [s for s in specs if not _study_dir(out, s).is_dir()]
     files = _render(out, specs, todo, workers, progress)
-    _write_tables(out, specs)
+    scores = _write_tables(out, specs)
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)
-    _write_json(out / CONFIG_FILE, {**config, "complete": True})
+    _write_json(out / CONFIG_FILE, {**config, "complete": True, **scores})
     return PhantomSummary(
         out=out,
         train_studies=studies,
@@ -112,37 +146,57 @@ def write_phantom(
         reused=len(specs) - len(todo),
         files=files,
         seconds=round(time.perf_counter() - start, 3),
+        **scores,
     )
 
 
-def phantom_studies(studies: int, seed: int, *, size: int, test_studies: int) -> list[PhantomStudy]:
+def phantom_studies(
+    studies: int,
+    seed: int,
+    *,
+    size: int | None,
+    test_studies: int,
+    axial_blocks: float = DEFAULT_AXIAL_BLOCKS,
+    header_descriptions: bool = False,
+) -> list[PhantomStudy]:
     """The specs (labels, anatomy, geometry, ids; no pixels) of every study write_phantom writes.
 
     Train studies come first, then test studies; this is how tests and tools get at the ground truth.
     """
-    uid_entropy = f"{PHANTOM_FORMAT}/{PHANTOM_VERSION}/{seed}/{size}"
+    uid_entropy = f"{PHANTOM_FORMAT}/{PHANTOM_VERSION}/{seed}/{size}/{axial_blocks}"
     ids = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).choice(
         STUDY_ID_RANGE[1] - STUDY_ID_RANGE[0], studies + test_studies, replace=False
     )
     return [
         make_study(
-            seed, i, int(study_id) + STUDY_ID_RANGE[0], "train" if i < studies else "test", size, uid_entropy
+            seed,
+            i,
+            int(study_id) + STUDY_ID_RANGE[0],
+            "train" if i < studies else "test",
+            size,
+            uid_entropy,
+            axial_blocks,
+            header_descriptions,
         )
         for i, study_id in enumerate(ids)
     ]
 
 
-def _check_arguments(studies: int, seed: int, size: int, test_studies: int, workers: int) -> None:
+def _check_arguments(
+    studies: int, seed: int, size: int | None, test_studies: int, workers: int, axial_blocks: float
+) -> None:
     if studies < 1:
         raise DataError(f"--studies must be at least 1, got {studies}")
     if seed < 0:
         raise DataError(f"--seed must be a non-negative integer, got {seed}")
-    if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+    if size is not None and not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
         raise DataError(f"--size must be between {SIZE_RANGE[0]} and {SIZE_RANGE[1]} pixels, got {size}")
     if test_studies < 0:
         raise DataError(f"--test-studies must be 0 or more, got {test_studies}")
     if workers < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
+    if not 0.0 <= axial_blocks <= 1.0:
+        raise DataError(f"--axial-blocks must be a share between 0 and 1, got {axial_blocks}")
 
 
 def _read_config(path: Path) -> dict | None:
@@ -222,11 +276,13 @@ def _write_study(out: Path, study: PhantomStudy) -> int:
     return files
 
 
-def _write_tables(out: Path, specs: list[PhantomStudy]) -> None:
-    """All CSVs: the train split's labels, the test split's truth (apart), descriptions, submission."""
+def _write_tables(out: Path, specs: list[PhantomStudy]) -> dict[str, float | None]:
+    """All CSVs: the train split's labels, the test split's truth (apart), descriptions, submission, and
+    the oracle's predictions; returns the floor and prior scores."""
     train = sorted((s for s in specs if s.split == "train"), key=lambda s: s.study_id)
     test = sorted((s for s in specs if s.split == "test"), key=lambda s: s.study_id)
-    _write_csv(_labels(train), out / "train.csv")
+    train_labels, test_labels = label_frame(train), label_frame(test)
+    _write_csv(train_labels, out / "train.csv")
     _write_csv(_coordinates(train), out / "train_label_coordinates.csv")
     _write_csv(_descriptions(train), out / "train_series_descriptions.csv")
     _write_csv(_descriptions(test), out / "test_series_descriptions.csv")
@@ -238,16 +294,21 @@ def _write_tables(out: Path, specs: list[PhantomStudy]) -> None:
     ]
     _write_csv(pd.DataFrame(rows, columns=list(SUBMISSION_COLUMNS)), out / "sample_submission.csv")
     (out / TRUTH_DIR).mkdir(exist_ok=True)
-    _write_csv(_labels(test), out / TRUTH_DIR / "test.csv")
-    _write_csv(_coordinates(test), out / TRUTH_DIR / "test_label_coordinates.csv")
+    _write_csv(test_labels, out / TRUTH_DIR / "test.csv")
+    _write_csv(_coordinates(test, every_point=True), out / TRUTH_DIR / "test_label_coordinates.csv")
+    oracle = oracle_submission([*train, *test])
+    _write_csv(oracle, out / ORACLE_FILE)
+    return {
+        "floor": round(floor_score(train_labels, oracle), 4),
+        "prior": round(prior_score(train_labels, train_labels), 4),
+        "test_floor": round(floor_score(test_labels, oracle), 4) if test else None,
+    }
 
 
-def _labels(studies: Iterable[PhantomStudy]) -> pd.DataFrame:
-    return pd.DataFrame([s.label_row() for s in studies], columns=["study_id", *LABEL_COLUMNS])
-
-
-def _coordinates(studies: Iterable[PhantomStudy]) -> pd.DataFrame:
-    frame = pd.DataFrame([r for s in studies for r in s.coordinate_rows()], columns=list(COORDINATE_COLUMNS))
+def _coordinates(studies: Iterable[PhantomStudy], every_point: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [r for s in studies for r in s.coordinate_rows(every_point)], columns=list(COORDINATE_COLUMNS)
+    )
     # The real file's order: study, series, instance, then condition and level.
     return frame.sort_values(list(COORDINATE_COLUMNS[:5]), kind="stable", ignore_index=True)
 
