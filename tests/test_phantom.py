@@ -516,7 +516,6 @@ def test_angled_block_labels_lie_at_the_anatomy_through_the_reader(blocks_phanto
     assert checked >= 15
 
 
-@pytest.mark.xfail(reason="waits for the reader of issue 9: points between angled blocks", strict=False)
 def test_angled_blocks_round_trip_through_the_reader(blocks_phantom: Path) -> None:
     """A labelled axial point -> patient -> the same slice and pixel (exact, as for one stack)."""
     for _, series, rows in _subarticular_points(blocks_phantom):

@@ -597,7 +597,7 @@ def _read_file(path: Path, *, decode: bool) -> list[_Frame]:
     geometry = [
         (
             header.vector(frame, "PlanePositionSequence", "ImagePositionPatient", 3),
-            header.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6).reshape(2, 3),
+            header.orientation(frame),
             header.vector(frame, "PixelMeasuresSequence", "PixelSpacing", 2),
             header.frame_value(frame, "PixelMeasuresSequence", "SliceThickness", float),
         )
@@ -827,6 +827,27 @@ class _Header:
 
         value = self.frame_value(frame, sequence, keyword, floats)
         return np.full(size, np.nan) if value is None else value
+
+    def orientation(self, frame: int) -> np.ndarray:
+        """ImageOrientationPatient of a frame as unit row and column directions (2, 3), NaN when absent.
+
+        Writers round the six direction cosines to a few decimals; normalising them here keeps the angle
+        tests between slices (stacks) exact. Rows that are not directions (zero, or far from perpendicular)
+        are a header fault.
+        """
+        directions = self.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6).reshape(2, 3)
+        if np.isnan(directions).any():
+            return directions
+        norms = np.linalg.norm(directions, axis=1, keepdims=True)
+        unit = directions / np.where(norms > 0, norms, 1.0)
+        if (norms < 0.5).any() or abs(float(unit[0] @ unit[1])) > 0.1:
+            raise _FileError(
+                "header_fault",
+                f"{self.path}: ImageOrientationPatient {_tag('ImageOrientationPatient')} "
+                f"{np.round(directions.ravel(), 4).tolist()} is not two perpendicular unit directions",
+                self.path,
+            )
+        return unit
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """(RescaleSlope, RescaleIntercept) of a frame; (1, 0) when absent."""

@@ -201,8 +201,9 @@ def plan_axial(
         centre = anatomy.to_patient(0.0, anatomy.canal_v - 12.0 * k, s) + shift
         left = anatomy.to_patient(1.0, anatomy.canal_v, s) - anatomy.to_patient(0.0, anatomy.canal_v, s)
         up = anatomy.to_patient(0.0, anatomy.canal_v, s + 1.0) - anatomy.to_patient(0.0, anatomy.canal_v, s)
-        left, up = left / np.linalg.norm(left), up / np.linalg.norm(up)
-        back = np.cross(up, left)
+        left = left / np.linalg.norm(left)
+        back = np.cross(up, left)  # orthonormal: DICOM's row and column directions are unit and perpendicular
+        back = back / np.linalg.norm(back)
         jitter = Rotation.from_euler("xyz", rng.uniform(-3.0, 3.0, 3), degrees=True).as_matrix()
         orientation = np.round(np.stack([left, back]) @ jitter.T, 7)
         n = int(rng.integers(BLOCK_SLICES[0], BLOCK_SLICES[1] + 1))

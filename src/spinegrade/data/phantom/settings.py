@@ -8,8 +8,7 @@ PHANTOM_FORMAT: Final = "spinegrade-phantom"
 PHANTOM_VERSION: Final = 2  # bump when the same config would draw different studies
 DEFAULT_SIZE: Final = None  # None: image widths vary by series as in the real data (320-640 px)
 SIZE_RANGE: Final = (64, 1024)
-# Share of studies whose axial T2 is a set of blocks angled along each disc (the rest: one stack). The
-# real data has about half (0.5); 0 until the series reader maps points through angled blocks exactly
-# (see the README's phantom section).
-DEFAULT_AXIAL_BLOCKS: Final = 0.0
+# Share of studies whose axial T2 is a set of blocks angled along each disc (the rest: one stack), about
+# half as in the real data.
+DEFAULT_AXIAL_BLOCKS: Final = 0.5
 SECOND_AXIAL_RATE: Final = 0.1  # share of studies with a second axial T2 series (blocks at the lower discs)
