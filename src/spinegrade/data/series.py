@@ -835,7 +835,9 @@ class _Header:
         tests between slices (stacks) exact. Rows that are not directions (zero, or far from perpendicular)
         are a header fault.
         """
-        directions = self.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6).reshape(2, 3)
+        directions = self.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6).reshape(
+            2, 3
+        )
         if np.isnan(directions).any():
             return directions
         norms = np.linalg.norm(directions, axis=1, keepdims=True)
