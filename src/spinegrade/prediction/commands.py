@@ -43,6 +43,20 @@ def predict_command(
         1, "--threads", help="Torch CPU threads (0: torch's default; 1 was fastest on 2 shared cores)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Reuse studies already graded by the same models."),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Calibration JSON from `spinegrade calibrate` (default: calibration.json in a --runs folder).",
+    ),
+    ensemble_space: str | None = typer.Option(
+        None,
+        "--ensemble-space",
+        help="Average the runs in probability or logit space (default: the runs' ensemble.json, else "
+        "probability).",
+    ),
+    run_weights: str | None = typer.Option(
+        None, "--run-weights", help="Comma list of one weight per run, in the order the runs are found."
+    ),
 ) -> None:
     """Grade every test study end to end (read, locate, crop, classify) and write a submission CSV.
 
@@ -54,7 +68,13 @@ def predict_command(
     from rich.console import Console
     from rich.table import Table
 
+    from spinegrade.errors import DataError
     from spinegrade.prediction.predict import predict
+
+    try:
+        weights = [float(w) for w in run_weights.split(",")] if run_weights else None
+    except ValueError:
+        raise DataError(f"--run-weights {run_weights!r}: give numbers separated by commas") from None
 
     console = Console(stderr=True)
     summary = predict(
@@ -71,13 +91,16 @@ def predict_command(
         tta=tta,
         threads=threads,
         resume=resume,
+        calibration=calibration,
+        space=ensemble_space,
+        run_weights=weights,
     )
     per_study = sum(summary.seconds_per_study.values())
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds_per_study.items())
     console.print(
         f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; "
         f"details in {summary.details}\nseconds per study {per_study:.2f} ({stages})\n"
-        f"priors from {summary.prior_source}",
+        f"priors from {summary.prior_source}; calibration {summary.calibration}",
         highlight=False,
     )
     fallback = summary.studies_with_priors()

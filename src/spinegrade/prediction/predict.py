@@ -5,7 +5,10 @@ not grow with the number of studies. Whatever cannot be graded from images - a m
 series type, a point the locator did not find, a study that fails altogether - gets the per-level prior
 probabilities, a warning and a line in the closing summary; the other studies go on. Each study also gets
 OUT/studies/<study_id>.json (points, grades, problems); with `resume` a study whose JSON was written by the
-same models is taken from it instead of being graded again.
+same models is taken from it instead of being graded again. A calibration (evaluation.calibration, given
+or stored as calibration.json with the runs) is applied to the submission's rows; the per-study JSONs keep
+the ensemble's own probabilities. OUT/studies/ensemble.json records the models, their weights, the
+averaging space and the calibration.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 
 from spinegrade import __version__
 from spinegrade.data.tables import SAMPLE_SUBMISSION, read_sample_submission
+from spinegrade.evaluation.calibration import Calibration, find_calibration
 from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.prediction.grade import Ensemble
 from spinegrade.prediction.grading import Locate, grade_study
@@ -45,7 +49,10 @@ def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool) -> str:
     files = [run.path / name for run in ensemble.runs for name in ("best.safetensors", "best.json")]
     files += sorted(p for p in locator_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
-    return hashlib.sha256("\n".join([__version__, f"tta={tta}", *parts]).encode()).hexdigest()[:16]
+    combine = json.dumps({k: v for k, v in ensemble.describe().items() if k != "members"})
+    weights = ",".join(f"{w:.6g}" for w in ensemble.weights)
+    text = "\n".join([__version__, f"tta={tta}", combine, weights, *parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _resumed(path: Path, key: str) -> StudyResult | None:
@@ -77,6 +84,9 @@ def predict(
     threads: int = 1,
     resume: bool = False,
     progress: bool = True,
+    calibration: str | os.PathLike | None = None,
+    space: str | None = None,
+    run_weights: Sequence[float] | None = None,
 ) -> PredictionSummary:
     """Grade every test study of DATA_DIR and write the submission CSV `out` (see the module doc).
 
@@ -84,6 +94,8 @@ def predict(
     per series. threads: torch's CPU threads while predicting (0: torch's default). One is the default:
     the models see one small batch per study, and on 2 shared cores a second thread made them 4-15x
     slower (bench/predict.py), while `workers` can use the other core to read ahead.
+    calibration: a calibration JSON (default: calibration.json in a --runs folder, if any); space
+    (probability or logit) and run_weights override an ensemble.json of the runs.
     Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
     from spinegrade.localization.locate import load_locator, locate_study
@@ -93,11 +105,17 @@ def predict(
     sample_path = data_dir / SAMPLE_SUBMISSION
     sample = read_sample_submission(sample_path) if sample_path.is_file() else None
     plans, problems = align_with_sample(discover_studies(data_dir, images), sample)
-    ensemble = Ensemble.load(runs, device=device, batch_size=batch_size, tta=tta)
+    ensemble = Ensemble.load(
+        runs, device=device, batch_size=batch_size, tta=tta, space=space, weights=run_weights
+    )
+    calibration_path = Path(calibration) if calibration is not None else find_calibration(runs)
+    calibrator = Calibration.load(calibration_path) if calibration_path is not None else None
     locator = load_locator(locator_dir, device=device)
     priors, prior_source = load_priors(ensemble, data_dir)
     key = fingerprint(ensemble, locator_dir, tta)
     details_dir.mkdir(parents=True, exist_ok=True)
+    record = {**ensemble.describe(), "calibration": None if calibrator is None else str(calibration_path)}
+    write_atomic(details_dir / "ensemble.json", json.dumps(record, indent=1) + "\n")
 
     results: dict[int, StudyResult] = {}
     if resume:
@@ -121,7 +139,10 @@ def predict(
             results[result.study_id] = result
 
     ordered = [results[p.study_id] for p in plans]
-    write_csv_atomic(submission_frame(ordered, sample), out)
+    rows = submission_frame(ordered, sample)
+    if calibrator is not None:
+        rows = calibrator.apply(rows)
+    write_csv_atomic(rows, out)
     fresh = [results[p.study_id] for p in todo]
     seconds = {
         stage: float(np.mean([r.seconds.get(stage, 0.0) for r in fresh])) if fresh else 0.0
@@ -135,6 +156,7 @@ def predict(
         seconds,
         problems + [p for r in ordered for p in r.problems],
         resumed=len(plans) - len(todo),
+        calibration="none" if calibrator is None else str(calibration_path),
     )
 
 
