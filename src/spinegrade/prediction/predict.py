@@ -7,8 +7,8 @@ probabilities, a warning and a line in the closing summary; the other studies go
 OUT/studies/<study_id>.json (points, grades, problems); with `resume` a study whose JSON was written by the
 same models is taken from it instead of being graded again. A calibration (evaluation.calibration, given
 or stored as calibration.json with the runs) is applied to the submission's rows; the per-study JSONs keep
-the ensemble's own probabilities. OUT/studies/ensemble.json records the models, their weights, the
-averaging space and the calibration.
+the ensemble's own probabilities. <OUT stem>.ensemble.json beside OUT records the models, their weights,
+the averaging space and the calibration.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool) -> str:
     weights = ",".join(f"{w:.6g}" for w in ensemble.weights)
     text = "\n".join([__version__, f"tta={tta}", combine, weights, *parts])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensemble_record(out: Path) -> Path:
+    """Where predict records the ensemble and calibration behind the submission `out`."""
+    return out.with_name(f"{out.stem}.ensemble.json")
 
 
 def _resumed(path: Path, key: str) -> StudyResult | None:
@@ -114,8 +119,6 @@ def predict(
     priors, prior_source = load_priors(ensemble, data_dir)
     key = fingerprint(ensemble, locator_dir, tta)
     details_dir.mkdir(parents=True, exist_ok=True)
-    record = {**ensemble.describe(), "calibration": None if calibrator is None else str(calibration_path)}
-    write_atomic(details_dir / "ensemble.json", json.dumps(record, indent=1) + "\n")
 
     results: dict[int, StudyResult] = {}
     if resume:
@@ -143,6 +146,8 @@ def predict(
     if calibrator is not None:
         rows = calibrator.apply(rows)
     write_csv_atomic(rows, out)
+    record = {**ensemble.describe(), "calibration": None if calibrator is None else str(calibration_path)}
+    write_atomic(ensemble_record(out), json.dumps(record, indent=1) + "\n")
     fresh = [results[p.study_id] for p in todo]
     seconds = {
         stage: float(np.mean([r.seconds.get(stage, 0.0) for r in fresh])) if fresh else 0.0

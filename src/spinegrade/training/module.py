@@ -130,7 +130,7 @@ class ScoredModule(pl.LightningModule):
         self.register_buffer("class_weights", weights.float(), persistent=False)
         shift = np.ones((len(CONDITIONS), len(SEVERITIES))) if prior_shift is None else prior_shift
         self.register_buffer("log_shift", torch.as_tensor(np.log(shift)).float(), persistent=False)
-        study = torch.as_tensor(cache_index["study_id"].to_numpy(np.int64))
+        study = torch.tensor(cache_index["study_id"].to_numpy(np.int64))
         self.register_buffer("row_study", study, persistent=False)
         self.val_result: dict[str, Any] = {}
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
