@@ -316,7 +316,7 @@ def test_ensemble_averages_runs_and_tta_is_side_symmetric(setup: dict[str, Path]
     images = read_study(discover_studies(data)[0])
     priors = weighted_priors(data)
     locate = truth_locator(data)
-    both = grade_study(images, locate, Ensemble.load([setup["runs"]]), priors)
+    both = grade_study(images, locate, Ensemble.load([setup["runs"]], space="probability"), priors)
     assert set(both.grades["source"]) == {"model"}
     singles = [
         grade_study(images, locate, Ensemble.load([setup[r]]), priors).grades for r in ("run0", "run1")
@@ -411,7 +411,7 @@ def test_a_calibration_beside_the_runs_is_applied_to_the_submission(
     np.testing.assert_allclose(submission.to_numpy(), expected[list(SEVERITIES)].to_numpy(), atol=1e-9)
     assert not np.allclose(submission.to_numpy(), raw.set_index("row_id").loc[submission.index].to_numpy())
     record = json.loads((out.parent / "submission.ensemble.json").read_text())
-    assert record["calibration"] == summary.calibration and record["space"] == "probability"
+    assert record["calibration"] == summary.calibration and record["space"] == "logit"
 
 
 def test_an_ensemble_file_names_members_weights_and_logit_space(

@@ -121,3 +121,9 @@ def calibrate_command(
         + f" -> {out}",
         highlight=False,
     )
+    if "score_nested" in fitted and not fitted["score_nested"] < fitted["score_raw"]:
+        console.print(
+            "[yellow]warning:[/yellow] out of fold the calibration does not beat the raw predictions; "
+            f"leave {out} out of the run folders (predict applies a calibration.json it finds there)",
+            highlight=False,
+        )
