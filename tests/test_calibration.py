@@ -103,6 +103,12 @@ def test_fit_softens_overconfident_predictions_and_improves_the_score(overconfid
     assert after < before - 0.05
     assert calibration.fitted["score_calibrated"] == pytest.approx(after)
     assert calibration.fitted["score_raw"] == pytest.approx(before)
+    full = fit_calibration(pred, labels, bias=True, boost=True)
+    assert full.fitted["parts"] == ["temperature", "bias", "boost"]
+    assert full.fitted["score_calibrated"] <= after + 0.01  # more parameters, a ridge toward identity
+    assert score_submission(labels, full.apply(pred))["score"] == pytest.approx(
+        full.fitted["score_calibrated"]
+    )
 
 
 def test_nested_calibration_is_out_of_fold(overconfident) -> None:

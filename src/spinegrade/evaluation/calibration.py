@@ -4,11 +4,14 @@ A Calibration maps the probabilities of each row in three steps, all fitted at o
 challenge score (evaluation.score, the exact metric) of the out-of-fold predictions:
 
 1. temperature per condition group: logits = log p / T_group (T < 1 sharpens, T > 1 softens);
-2. optionally a bias per group added to the moderate and severe logits (a prior shift the network's
+2. with bias=True, a bias per group added to the moderate and severe logits (a prior shift the network's
    training distribution left behind);
-3. any_severe_spinal: in each study, the spinal level with the highest severe probability gets its severe
-   probability multiplied by `spinal_severe_boost` and its row renormalised (a public top solution used
-   1.25). Rows stay probabilities that sum to 1.
+3. with boost=True, for any_severe_spinal: in each study, the spinal level with the highest severe
+   probability gets its severe probability multiplied by `spinal_severe_boost` and its row renormalised (a
+   public top solution used 1.25). Rows stay probabilities that sum to 1.
+
+Temperature alone is the default: on phantom OOF predictions already corrected by the prior shift, bias
+and boost did not add to it out of fold (README).
 
 `nested_calibrated_oof` calibrates each fold with a calibration fitted on the other folds, so the gain it
 shows is itself out of fold. The fit adds a ridge penalty |theta|^2 / (2 n_studies) on the parameters
@@ -155,7 +158,7 @@ def _with_probs(rows: ScoredRows, probs: np.ndarray) -> ScoredRows:
     return replace(rows, probs=clip_normalize(probs), severe_raw=np.clip(probs[:, _SEVERE], EPS, 1.0 - EPS))
 
 
-def fit_rows(rows: ScoredRows, *, bias: bool = True, boost: bool = True) -> Calibration:
+def fit_rows(rows: ScoredRows, *, bias: bool = False, boost: bool = False) -> Calibration:
     """Fit a Calibration to labelled rows by minimising their challenge score plus the ridge penalty
     (module doc) with L-BFGS-B, bounded."""
     from scipy.optimize import minimize
@@ -200,7 +203,7 @@ def fit_rows(rows: ScoredRows, *, bias: bool = True, boost: bool = True) -> Cali
 
 
 def fit_calibration(
-    pred: pd.DataFrame, labels: pd.DataFrame, *, bias: bool = True, boost: bool = True
+    pred: pd.DataFrame, labels: pd.DataFrame, *, bias: bool = False, boost: bool = False
 ) -> Calibration:
     """Fit a Calibration on OOF predictions (submission format) against train.csv-format labels.
 
@@ -214,8 +217,8 @@ def nested_calibrated_oof(
     labels: pd.DataFrame,
     folds: pd.Series,
     *,
-    bias: bool = True,
-    boost: bool = True,
+    bias: bool = False,
+    boost: bool = False,
 ) -> pd.DataFrame:
     """`pred` with each fold's rows calibrated by a Calibration fitted on the other folds' rows.
 

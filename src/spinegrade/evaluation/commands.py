@@ -75,13 +75,13 @@ def calibrate_command(
         help="CSV with study_id and fold (a crop cache's index.csv): also report the nested, out-of-fold "
         "score of the calibration.",
     ),
-    bias: bool = typer.Option(True, "--bias/--no-bias", help="Fit a class bias per condition group."),
+    bias: bool = typer.Option(False, "--bias/--no-bias", help="Also fit a class bias per condition group."),
     boost: bool = typer.Option(
-        True, "--boost/--no-boost", help="Fit the boost of each study's top spinal severe probability."
+        False, "--boost/--no-boost", help="Also fit a boost of each study's top spinal severe probability."
     ),
 ) -> None:
-    """Fit a calibration of OOF predictions to the challenge score: a temperature (and class bias) per
-    condition group and a boost of each study's top spinal severe probability.
+    """Fit a calibration of OOF predictions to the challenge score: a temperature per condition group
+    (optionally a class bias per group and a boost of each study's top spinal severe probability).
 
     Example: spinegrade calibrate --pred oof.csv --labels data/train.csv --folds cache/index.csv
     --out runs/cls/calibration.json
