@@ -10,13 +10,16 @@ from torch.utils.data import WeightedRandomSampler
 from spinegrade.errors import DataError
 from spinegrade.training.imbalance import (
     Imbalance,
+    apply_prior_shift,
     class_weights,
     oversample_weights,
     parse_imbalance,
     parse_imbalance_list,
+    prior_shift,
     smote_resample,
 )
-from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION
+from spinegrade.training.module import score_loss
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITY_WEIGHTS
 
 
 def test_methods_combine_with_plus_and_compare_with_commas() -> None:
@@ -116,3 +119,72 @@ def test_smote_leaves_a_class_with_a_single_row_alone() -> None:
     condition = np.zeros(10, dtype=np.int64)
     out = smote_resample(x, severity, condition, np.zeros(10, dtype=np.int64), seed=0)
     assert np.bincount(out.severity, minlength=3).tolist() == [6, 6, 1]
+
+
+def _fold(rng: np.random.Generator, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    condition = rng.integers(0, len(CONDITIONS), n)
+    severity = rng.choice(3, size=n, p=[0.75, 0.18, 0.07])
+    return severity, condition
+
+
+def _frequencies(
+    severity: np.ndarray, condition: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    counts = np.zeros((len(CONDITIONS), 3))
+    np.add.at(counts, (condition, severity), 1.0 if weights is None else weights)
+    return (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
+
+
+def test_prior_shift_is_identity_for_challenge_weights_and_the_weights_for_plain_cross_entropy() -> None:
+    severity, condition = _fold(np.random.default_rng(0))
+    challenge = class_weights(severity, "challenge")
+    same = prior_shift(severity, condition, severity, condition, loss_weights=challenge)
+    assert np.allclose(same, 1 / 3)  # nothing to correct: the loss already has the score's optimum
+    plain = prior_shift(severity, condition, severity, condition)
+    assert np.allclose(plain, np.asarray(SEVERITY_WEIGHTS) / sum(SEVERITY_WEIGHTS))
+
+
+@pytest.mark.parametrize("method", ["balanced", "oversample", "smote-like"])
+def test_prior_shift_maps_a_models_training_optimum_to_the_scores_optimum(method: str) -> None:
+    """A model at the optimum of its training loss (p ~ w_loss q_seen) is moved to w_metric q_train."""
+    rng = np.random.default_rng(1)
+    severity, condition = _fold(rng)
+    seen_s, seen_c, seen_w, loss_w = severity, condition, None, None
+    if method == "balanced":
+        loss_w = class_weights(severity, "balanced")
+    elif method == "oversample":
+        seen_w = oversample_weights(severity, condition)
+    else:  # synthetic minority rows added: every class as large as the majority of its condition
+        extra = [(k, c) for c in range(len(CONDITIONS)) for k in (1, 2) for _ in range(400 - 50 * k)]
+        seen_s = np.r_[severity, [k for k, _ in extra]]
+        seen_c = np.r_[condition, [c for _, c in extra]]
+    factors = prior_shift(severity, condition, seen_s, seen_c, seen_weights=seen_w, loss_weights=loss_w)
+    model = _frequencies(seen_s, seen_c, seen_w) * (1.0 if loss_w is None else loss_w)
+    model /= model.sum(axis=1, keepdims=True)
+    corrected = apply_prior_shift(model[condition], condition, factors)
+    target = _frequencies(severity, condition) * np.asarray(SEVERITY_WEIGHTS)
+    target /= target.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(corrected, target[condition], rtol=1e-6)
+    assert not np.allclose(model[condition], target[condition], atol=0.02)
+    np.testing.assert_allclose(apply_prior_shift(model, np.arange(5), None), model)
+
+
+def test_score_loss_weights_condition_groups_equally_and_adds_a_per_study_any_severe_term() -> None:
+    weights = torch.tensor(SEVERITY_WEIGHTS)
+    spinal, foraminal = CONDITIONS.index("spinal_canal_stenosis"), 1
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0]] + [[1.0, 0.0, 0.0]] * 8)
+    severity = torch.tensor([0, 2] + [1] * 8)
+    condition = torch.tensor([spinal, spinal] + [foraminal] * 8)
+    study = torch.tensor([5, 5] + [6] * 8)
+    loss = score_loss(logits, severity, condition, study, weights)
+    nll = torch.nn.functional.cross_entropy(logits, severity, reduction="none")
+    spinal_part = (nll[0] * 1 + nll[1] * 4) / 5
+    assert loss.item() == pytest.approx(((spinal_part + nll[2:].mean()) / 2).item(), rel=1e-5)
+    pooled = torch.nn.functional.cross_entropy(logits, severity, weight=weights)
+    assert loss.item() != pytest.approx(pooled.item())  # eight foraminal rows no longer outweigh the spinal
+    severe = torch.softmax(logits[:2], dim=1)[:, 2].max()
+    any_severe = -torch.log(severe)  # study 5 has a severe level; weight 4 / 4
+    both = score_loss(logits, severity, condition, study, weights, any_severe=1.0)
+    assert both.item() == pytest.approx(((spinal_part + nll[2:].mean() + any_severe) / 3).item(), rel=1e-5)
+    synthetic = score_loss(logits, severity, condition, torch.full_like(study, -1), weights, any_severe=1.0)
+    assert synthetic.item() == pytest.approx(loss.item())  # synthetic rows have no study

@@ -19,6 +19,9 @@ from typer.testing import CliRunner
 from spinegrade.crops.extract import DEFAULT_CROP_MM, label_to_pixel
 from spinegrade.data.phantom import write_phantom
 from spinegrade.data.tables import labels_long, read_label_coordinates, read_train_labels
+from spinegrade.errors import DataError
+from spinegrade.evaluation.calibration import Calibration
+from spinegrade.evaluation.ensemble import average_probabilities
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.score import score_submission
 from spinegrade.localization.locate import LOCATION_COLUMNS, load_locator, locate_study
@@ -32,7 +35,7 @@ from spinegrade.prediction.grading import grade_study
 from spinegrade.prediction.predict import predict
 from spinegrade.prediction.priors import load_priors
 from spinegrade.prediction.readahead import read_studies
-from spinegrade.prediction.results import PredictionWarning
+from spinegrade.prediction.results import PredictionWarning, StudyResult
 from spinegrade.prediction.studies import StudyPlan, discover_studies, read_study
 from spinegrade.prediction.submission import align_with_sample
 from spinegrade.runtime import torch_threads
@@ -43,12 +46,13 @@ from spinegrade.vocab import CONDITIONS, SEVERITIES, TARGETS
 ARCH = "resnet10t"
 
 
-def make_run(path: Path, seed: int, *, priors: pd.DataFrame | None = None) -> Path:
+def make_run(path: Path, seed: int, *, priors: pd.DataFrame | None = None, side_flip: bool = True) -> Path:
     """An untrained classifier saved as a run (best.safetensors + best.json) with 3 x 32 px crops."""
     torch.manual_seed(seed)
     path.mkdir(parents=True)
     settings = {"conditioning": "film", "mean": 0.3, "std": 0.2}
     info = {"arch": ARCH, "in_chans": 3, "k": 3, "size": 32, "crop_mm": DEFAULT_CROP_MM, "model": settings}
+    info["side_flip"] = side_flip
     if priors is not None:
         info["priors"] = priors.to_dict("records")
     save_model(path, "best", create_model(ARCH, in_chans=3, **settings), info)
@@ -312,7 +316,7 @@ def test_ensemble_averages_runs_and_tta_is_side_symmetric(setup: dict[str, Path]
     images = read_study(discover_studies(data)[0])
     priors = weighted_priors(data)
     locate = truth_locator(data)
-    both = grade_study(images, locate, Ensemble.load([setup["runs"]]), priors)
+    both = grade_study(images, locate, Ensemble.load([setup["runs"]], space="probability"), priors)
     assert set(both.grades["source"]) == {"model"}
     singles = [
         grade_study(images, locate, Ensemble.load([setup[r]]), priors).grades for r in ("run0", "run1")
@@ -351,6 +355,82 @@ def test_priors_come_from_the_runs_then_train_csv_then_uniform(
     pd.testing.assert_frame_equal(priors, weighted_priors(data))
     priors, source = load_priors(Ensemble.load([setup["run0"]]), tmp_path)
     assert source.startswith("uniform") and np.allclose(priors[list(SEVERITIES)].to_numpy(), 1 / 3)
+
+
+def test_tta_is_refused_for_runs_not_trained_on_mirrored_views(
+    data: Path, setup: dict[str, Path], tmp_path: Path
+) -> None:
+    plain = make_run(tmp_path / "plain", 3, side_flip=False)
+    with pytest.raises(DataError, match="not trained on mirrored views"):
+        Ensemble.load([setup["run0"], plain], tta=True)
+    with pytest.raises(DataError, match="predict without --tta"):
+        predict(data, [plain], setup["locator"], tmp_path / "sub.csv", tta=True, progress=False)
+    assert not (tmp_path / "sub.csv").exists()
+    assert Ensemble.load([plain]).tta is False  # without --tta the run grades as trained
+
+
+def test_predict_without_train_csv_uses_the_runs_priors(
+    data: Path, setup: dict[str, Path], tmp_path: Path
+) -> None:
+    stored = weighted_priors(data).assign(normal_mild=0.6, moderate=0.3, severe=0.1)
+    run = make_run(tmp_path / "with_priors", 0, priors=stored)
+    (data / "train.csv").unlink()
+    study_id, folder = series_of(data, "Axial T2")
+    shutil.rmtree(folder)
+    out = tmp_path / "out" / "submission.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        summary = predict(data, [run], setup["locator"], out, progress=False)
+    assert "best.json" in summary.prior_source
+    rows = pd.read_csv(out).set_index("row_id")
+    axial = [f"{study_id}_{c}_{lv}" for c, lv in TARGETS if c.endswith("subarticular_stenosis")]
+    np.testing.assert_allclose(rows.loc[axial, list(SEVERITIES)].to_numpy(), [[0.6, 0.3, 0.1]] * 10)
+
+
+def test_a_calibration_beside_the_runs_is_applied_to_the_submission(
+    data: Path, setup: dict[str, Path], tmp_path: Path
+) -> None:
+    runs = Path(shutil.copytree(setup["run0"], tmp_path / "runs"))
+    calibration = Calibration(
+        {"spinal": 0.5, "foraminal": 2.0, "subarticular": 1.0},
+        {"spinal": [0, 0, 0], "foraminal": [0, 0.5, 0], "subarticular": [0, 0, 1.0]},
+        spinal_severe_boost=1.25,
+    )
+    calibration.save(runs / "calibration.json")
+    out = tmp_path / "out" / "submission.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        summary = predict(data, [runs], setup["locator"], out, progress=False)
+    assert summary.calibration.endswith("calibration.json")
+    submission = pd.read_csv(out).set_index("row_id")
+    studies = submission.index.to_series().str.partition("_")[0].astype(int).unique()
+    raw = pd.concat(
+        [StudyResult.from_json(study_json(summary, s)).rows() for s in studies], ignore_index=True
+    )
+    expected = calibration.apply(raw).set_index("row_id").loc[submission.index]
+    np.testing.assert_allclose(submission.to_numpy(), expected[list(SEVERITIES)].to_numpy(), atol=1e-9)
+    assert not np.allclose(submission.to_numpy(), raw.set_index("row_id").loc[submission.index].to_numpy())
+    record = json.loads((out.parent / "submission.ensemble.json").read_text())
+    assert record["calibration"] == summary.calibration and record["space"] == "logit"
+
+
+def test_an_ensemble_file_names_members_weights_and_logit_space(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(setup["runs"], tmp_path / "runs"))
+    members = [{"path": "fold0", "weight": 3.0}, {"path": "fold1", "weight": 1.0}]
+    (folder / "ensemble.json").write_text(json.dumps({"members": members, "space": "logit"}))
+    ensemble = Ensemble.load([folder])
+    assert [r.path.name for r in ensemble.runs] == ["fold0", "fold1"] and ensemble.space == "logit"
+    spec = ensemble.specs[0]
+    crops = np.random.default_rng(0).random((5, spec.k, spec.size, spec.size), dtype=np.float32)
+    points = pd.DataFrame({"condition": list(CONDITIONS), "level": ["l1_l2"] * 5})
+    singles = [Ensemble.load([folder / m["path"]]).predict({spec: crops}, points) for m in members]
+    np.testing.assert_allclose(
+        ensemble.predict({spec: crops}, points), average_probabilities(singles, [3, 1], "logit"), atol=1e-9
+    )
+    flat = Ensemble.load([folder], space="probability", weights=[1, 1]).predict({spec: crops}, points)
+    np.testing.assert_allclose(flat, (singles[0] + singles[1]) / 2, atol=1e-9)
 
 
 def test_cli_writes_submission_details_and_figures(data: Path, setup: dict[str, Path]) -> None:

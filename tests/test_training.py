@@ -16,12 +16,14 @@ from typer.testing import CliRunner
 
 from spinegrade.crops.cache import CropCache, write_cache
 from spinegrade.errors import DataError
+from spinegrade.evaluation.priors import level_priors
 from spinegrade.training import module as module_lib
+from spinegrade.training import train as train_lib
 from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
 from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
 from spinegrade.training.datamodule import fold_rows, input_stats
-from spinegrade.training.imbalance import class_weights
+from spinegrade.training.imbalance import apply_prior_shift, class_weights, prior_shift
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
 from spinegrade.training.train import train, train_run
@@ -35,6 +37,7 @@ RUN_FILES = (
     "best.safetensors",
     "best.json",
     "val_predictions.csv",
+    "val_predictions_raw.csv",
     "val_score.json",
 )
 
@@ -142,20 +145,33 @@ def test_a_run_writes_every_file_and_load_run_reproduces_its_predictions(
         info["class_weights"], class_weights(cache.index["severity"].to_numpy(), "balanced")
     )
     assert {"arch", "in_chans", "k", "size", "crop_mm", "normalisation", "epoch", "score"} <= set(info)
+    # What predict needs beyond the weights: the training fold's priors, side flip, the prior shift.
+    stored = pd.DataFrame(info["priors"])
+    expected_priors = level_priors(cache.index.iloc[train_rows], weighted=True)
+    pd.testing.assert_frame_equal(stored, expected_priors)
+    assert info["side_flip"] is False
+    severity, condition = (cache.index.iloc[train_rows][c].to_numpy() for c in ("severity", "condition"))
+    codes = pd.Index(CONDITIONS).get_indexer(condition)
+    factors = prior_shift(severity, codes, severity, codes, loss_weights=expected)
+    np.testing.assert_allclose(info["prior_shift"]["factors"], factors)
 
     # best.safetensors is plain tensors; load_run rebuilds the model and reproduces val_predictions.csv.
     with safe_open(str(run / "best.safetensors"), framework="pt") as f:
         assert "head.classifier.weight" in set(f.keys())
     model, loaded = load_run(run)
     assert loaded["epoch"] == info["epoch"]
-    saved = pd.read_csv(run / "val_predictions.csv")
+    saved, raw = (pd.read_csv(run / name) for name in ("val_predictions.csv", "val_predictions_raw.csv"))
     assert list(saved.columns) == ["row_id", *SEVERITIES]
     val_rows = np.flatnonzero(cache.index["fold"].to_numpy() == 0)
     rows, probs = run_model(model, _dataset(cache, val_rows), what="probs", batch_size=64, device="cpu")
     frame = module_lib.prediction_frame(cache.index, rows, probs)
-    assert np.allclose(
-        module_lib.submission_frame(frame)[list(SEVERITIES)], saved[list(SEVERITIES)], atol=1e-6
-    )
+    assert np.allclose(module_lib.submission_frame(frame)[list(SEVERITIES)], raw[list(SEVERITIES)], atol=1e-6)
+    # val_predictions.csv = the raw ones moved back by the prior shift (balanced weights here).
+    val_codes = pd.Index(CONDITIONS).get_indexer(cache.index["condition"].iloc[rows])
+    corrected = module_lib.prediction_frame(cache.index, rows, apply_prior_shift(probs, val_codes, factors))
+    assert np.allclose(corrected[list(SEVERITIES)], saved[list(SEVERITIES)], atol=1e-6)
+    assert not np.allclose(saved[list(SEVERITIES)], raw[list(SEVERITIES)], atol=1e-3)
+    assert result["score_raw"] == pytest.approx(result["raw"]["score"])
 
 
 def _dataset(cache: CropCache, rows: np.ndarray) -> torch.utils.data.Dataset:
@@ -225,6 +241,24 @@ def test_pixel_smote_adds_synthetic_crops_from_the_training_fold_only(
     assert np.isfinite(result["score"])
 
 
+def test_pixel_smote_refuses_a_fold_above_its_memory_bound(
+    cache: CropCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_lib, "PIXEL_SMOTE_MAX_BYTES", 1024)
+    with pytest.raises(DataError, match="use --smote-space features"):
+        train_run(cache, tmp_path / "run", _config(epochs=1, imbalance="smote", smote_space="pixels"))
+
+
+def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train_run(cache, run, _config(epochs=1, loss="score", any_severe=1.0, side_flip=True))
+    info = json.loads((run / "best.json").read_text())
+    assert info["side_flip"] is True and info["loss"] == {"name": "score", "any_severe": 1.0}
+    assert np.isfinite(result["score"])
+    with pytest.raises(DataError, match="any_severe"):
+        _config(any_severe=1.0)  # the term belongs to loss 'score'
+
+
 def test_train_command_compares_two_combinations(cache: CropCache, tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(train_command)
@@ -242,7 +276,10 @@ def test_train_command_compares_two_combinations(cache: CropCache, tmp_path: Pat
     assert result.exit_code == 0, result.output
     comparison = pd.read_csv(out / "comparison.csv")
     assert comparison["imbalance"].tolist() == ["none", "oversample"]
-    assert comparison[["score", "prior_score", "accuracy", "macro_f1", "auc_severe"]].notna().all().all()
+    columns = ["score", "score_raw", "prior_score", "accuracy", "macro_f1", "auc_severe"]
+    assert comparison[columns].notna().all().all()
+    # Without class weights the raw model is moved back to the score's optimum: raw and corrected differ.
+    assert not np.allclose(comparison["score"], comparison["score_raw"])
     assert (out / "comparison.md").read_text().count("| test_efficientnet |") == 2
     for method in ("none", "oversample"):
         assert (out / f"test_efficientnet__{method}" / "best.safetensors").is_file()

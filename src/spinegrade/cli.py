@@ -13,7 +13,7 @@ from spinegrade.data.inspect import inspect_command
 from spinegrade.data.phantom import phantom_command
 from spinegrade.demo import demo_command
 from spinegrade.errors import SpinegradeError
-from spinegrade.evaluation.commands import evaluate_command
+from spinegrade.evaluation.commands import calibrate_command, evaluate_command
 from spinegrade.localization.commands import train_locator_command
 from spinegrade.prediction.commands import merge_command, predict_command
 from spinegrade.training.commands import train_command
@@ -22,7 +22,8 @@ from spinegrade.viewer.commands import view_command
 app = typer.Typer(
     name="spinegrade",
     help="Grade degenerative lumbar spine conditions on MRI (RSNA 2024): "
-    "phantom -> inspect -> prepare -> train -> train-locator -> export -> predict -> view / evaluate.",
+    "phantom -> inspect -> prepare -> train -> train-locator -> export -> predict -> view / evaluate "
+    "(-> calibrate).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -32,6 +33,7 @@ app.command("inspect")(inspect_command)
 app.command("prepare")(prepare_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("calibrate")(calibrate_command)
 app.command("train-locator")(train_locator_command)
 app.command("predict")(predict_command)
 app.command("view")(view_command)

@@ -70,3 +70,69 @@ def evaluate_command(
     except DataError as exc:
         errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
+
+
+def calibrate_command(
+    pred: Path = typer.Option(..., "--pred", help="Out-of-fold predictions in submission format."),
+    labels: Path = typer.Option(..., "--labels", help="Labels in train.csv format (study_id + 25 columns)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Calibration JSON to write (calibration.json in a run folder is found by predict)."
+    ),
+    folds: Path | None = typer.Option(
+        None,
+        "--folds",
+        help="CSV with study_id and fold (a crop cache's index.csv): also report the nested, out-of-fold "
+        "score of the calibration.",
+    ),
+    bias: bool = typer.Option(False, "--bias/--no-bias", help="Also fit a class bias per condition group."),
+    boost: bool = typer.Option(
+        False, "--boost/--no-boost", help="Also fit a boost of each study's top spinal severe probability."
+    ),
+) -> None:
+    """Fit a calibration of OOF predictions to the challenge score: a temperature per condition group
+    (optionally a class bias per group and a boost of each study's top spinal severe probability).
+
+    Example: spinegrade calibrate --pred oof.csv --labels data/train.csv --folds cache/index.csv
+    --out runs/cls/calibration.json
+    """
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from spinegrade.data.tables import read_train_labels
+    from spinegrade.evaluation.calibration import fit_calibration, folds_of, nested_calibrated_oof
+    from spinegrade.evaluation.score import predicted_rows, score_rows
+    from spinegrade.evaluation.submission import read_submission
+
+    console = Console()
+    truth, oof = read_train_labels(labels), read_submission(pred)
+    oof = oof[["row_id", "normal_mild", "moderate", "severe"]]
+    calibration = fit_calibration(oof, truth, bias=bias, boost=boost)
+    fitted = dict(calibration.fitted)
+    if folds is not None:
+        nested = nested_calibrated_oof(
+            oof, truth, folds_of(pd.read_csv(folds), str(folds)), bias=bias, boost=boost
+        )
+        fitted["score_nested"] = score_rows(predicted_rows(truth, nested))["score"]
+    calibration = replace(calibration, fitted=fitted)
+    calibration.save(out)
+    table = Table(title="Calibration (challenge score, lower is better)")
+    for column in ("group", "temperature", "bias (moderate, severe)"):
+        table.add_column(column)
+    for group, t in calibration.temperature.items():
+        table.add_row(group, f"{t:.3f}", ", ".join(f"{b:+.3f}" for b in calibration.bias[group][1:]))
+    console.print(table)
+    console.print(
+        f"top spinal severe boost {calibration.spinal_severe_boost:.3f}; "
+        f"score raw {fitted['score_raw']:.4f}, "
+        f"calibrated in sample {fitted['score_calibrated']:.4f}"
+        + (f", nested out of fold {fitted['score_nested']:.4f}" if "score_nested" in fitted else "")
+        + f" -> {out}",
+        highlight=False,
+    )
+    if "score_nested" in fitted and not fitted["score_nested"] < fitted["score_raw"]:
+        console.print(
+            "[yellow]warning:[/yellow] out of fold the calibration does not beat the raw predictions; "
+            f"leave {out} out of the run folders (predict applies a calibration.json it finds there)",
+            highlight=False,
+        )

@@ -369,3 +369,25 @@ def score_submission(
     """
     joined = join_submission(labels_wide, submission, allow_missing=allow_missing)
     return challenge_score(joined.frame, eps=eps)
+
+
+def predicted_rows(labels_wide: pd.DataFrame, submission: pd.DataFrame, *, eps: float = EPS) -> ScoredRows:
+    """The labelled targets that a submission predicts, as scored rows: like join_submission, but a
+    labelled target without a prediction (oracle-point OOF files lack targets without coordinates) is
+    left out, with an EvaluationWarning giving how many, instead of being an error or filled."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EvaluationWarning)
+        joined = join_submission(labels_wide, submission, allow_missing=True)
+    for w in caught:
+        if not str(w.message).endswith("filled with the per-level class frequencies"):
+            warnings.warn(str(w.message), EvaluationWarning, stacklevel=2)
+    sub = validate_submission(submission)[_TARGET_KEY]
+    frame = joined.frame.merge(sub.assign(_predicted=True), on=_TARGET_KEY, how="left")
+    kept = frame["_predicted"].notna().to_numpy()
+    if not kept.all():
+        warnings.warn(
+            f"{int((~kept).sum())} labelled target(s) have no prediction and are not scored",
+            EvaluationWarning,
+            stacklevel=2,
+        )
+    return scored_rows(joined.frame.loc[kept], eps=eps)

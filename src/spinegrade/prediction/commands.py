@@ -59,6 +59,19 @@ def predict_command(
         1, "--threads", help="Torch CPU threads (0: torch's default; 1 was fastest on 2 shared cores)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Reuse studies already graded by the same models."),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Calibration JSON from `spinegrade calibrate` (default: calibration.json in a --runs folder).",
+    ),
+    ensemble_space: str | None = typer.Option(
+        None,
+        "--ensemble-space",
+        help="Average the runs in probability or logit space (default: the runs' ensemble.json, else logit).",
+    ),
+    run_weights: str | None = typer.Option(
+        None, "--run-weights", help="Comma list of one weight per run, in the order the runs are found."
+    ),
 ) -> None:
     """Grade every test study end to end (read, locate, crop, classify) and write a submission CSV.
 
@@ -76,6 +89,11 @@ def predict_command(
     from spinegrade.errors import DataError
     from spinegrade.prediction.predict import predict
     from spinegrade.sharding import parse_shard
+
+    try:
+        weights = [float(w) for w in run_weights.split(",")] if run_weights else None
+    except ValueError:
+        raise DataError(f"--run-weights {run_weights!r}: give numbers separated by commas") from None
 
     console = Console(stderr=True)
     all_runs = [*(runs or []), *(more_runs or [])]
@@ -102,13 +120,16 @@ def predict_command(
             runtime=runtime,
             onnx_dir=bundle.onnx_dir if bundle else None,
             shard=parse_shard(shard),
+            calibration=calibration,
+            space=ensemble_space,
+            run_weights=weights,
         )
     per_study = sum(summary.seconds_per_study.values())
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds_per_study.items())
     console.print(
         f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; "
         f"details in {summary.details}\nseconds per study {per_study:.2f} ({stages})\n"
-        f"priors from {summary.prior_source}",
+        f"priors from {summary.prior_source}; calibration {summary.calibration}",
         highlight=False,
     )
     fallback = summary.studies_with_priors()

@@ -1,15 +1,21 @@
 """Grade located points with one or many classifier runs: cut each run's crops, classify, average.
 
 A run is a folder with best.safetensors + best.json (`spinegrade train`); a folder holding several runs
-(folds, architecture x imbalance grids) stands for all of them. Runs trained on different crop settings
-(k, size, crop_mm) each get their own crops, cut once per distinct setting with the training code.
-The ensemble's prediction is the mean of the runs' probabilities (and of the side-mirrored crops with
---tta: mirroring left <-> right and swapping the left/right condition, as training's side flip does, is
-label-preserving, so both views predict the same target).
+(folds, architecture x imbalance grids) stands for all of them, or, when it holds an ensemble.json
+({"members": [{"path": "fold0", "weight": 1.0}, ...], "space": "logit"}), for the members it names with
+their weights. Runs trained on different crop settings (k, size, crop_mm) each get their own crops, cut
+once per distinct setting with the training code.
+
+Each run's probabilities are first moved back to the score's class distribution with the prior-shift
+factors of its best.json (imbalance.prior_shift), then the runs are averaged in logit space (the
+default) or probability space (evaluation.ensemble), weighted or not. With --tta the side-mirrored crops
+(left <-> right, the condition swapped, as training's side flip does) are averaged in too; that is refused
+for runs whose best.json does not say they were trained with side_flip, as they never saw mirrored views.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +27,8 @@ import pandas as pd
 
 from spinegrade.crops.extract import crops_for_points, resolve_crop_mm
 from spinegrade.errors import DataError
+from spinegrade.evaluation.ensemble import SPACES, average_probabilities, model_weights
+from spinegrade.training.imbalance import apply_prior_shift
 from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
 
 if TYPE_CHECKING:
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from spinegrade.models.classifier import SpineClassifier
 
 WEIGHTS_FILE = "best.safetensors"
+ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass(frozen=True)
@@ -55,22 +64,59 @@ class GradingRun:
     model: SpineClassifier
     info: dict[str, Any]
     spec: CropSpec
+    weight: float = 1.0
+
+    @property
+    def prior_shift(self) -> np.ndarray | None:
+        """The run's prior-shift factors (5, 3) from best.json, or None (runs trained before them)."""
+        factors = (self.info.get("prior_shift") or {}).get("factors")
+        return None if factors is None else np.asarray(factors, dtype=np.float64)
 
 
-def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """The run folders named by `paths`: each path itself when it holds best.safetensors, else every
-    folder below it that does (sorted). DataError for a path without any."""
-    runs: list[Path] = []
+def read_ensemble_file(folder: Path) -> tuple[list[tuple[Path, float]], str | None]:
+    """(member run folders with weights, space or None) of folder/ensemble.json (see the module doc)."""
+    path = folder / ENSEMBLE_FILE
+    try:
+        data = json.loads(path.read_text())
+        members = [(folder / str(m["path"]), float(m.get("weight", 1.0))) for m in data["members"]]
+        space = data.get("space")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not an ensemble file ({type(exc).__name__}: {exc})") from None
+    if not members or (space is not None and space not in SPACES):
+        raise DataError(f"{path}: give at least one member and a space of {', '.join(SPACES)}")
+    return members, space
+
+
+def find_members(paths: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, float]], str | None]:
+    """The run folders named by `paths`, each with its weight, and the space an ensemble.json asks for.
+
+    A path holding best.safetensors is one run; one holding ensemble.json is its members; any other
+    folder is every folder below it with best.safetensors (sorted), weight 1. DataError for a path
+    without any.
+    """
+    members: list[tuple[Path, float]] = []
+    space = None
     for path in map(Path, paths):
         if not path.is_dir():
             raise DataError(f"run folder {path} does not exist; pass a folder written by `spinegrade train`")
-        found = (
-            [path] if (path / WEIGHTS_FILE).is_file() else sorted(p.parent for p in path.rglob(WEIGHTS_FILE))
-        )
+        if (path / WEIGHTS_FILE).is_file():
+            found = [(path, 1.0)]
+        elif (path / ENSEMBLE_FILE).is_file():
+            found, space = read_ensemble_file(path)
+            missing = [str(p) for p, _ in found if not (p / WEIGHTS_FILE).is_file()]
+            if missing:
+                raise DataError(f"{path / ENSEMBLE_FILE} names run(s) without {WEIGHTS_FILE}: {missing[0]}")
+        else:
+            found = [(p.parent, 1.0) for p in sorted(path.rglob(WEIGHTS_FILE))]
         if not found:
             raise DataError(f"{path} holds no {WEIGHTS_FILE} (in itself or below); train a classifier first")
-        runs += [p for p in found if p not in runs]
-    return runs
+        members += [m for m in found if m[0] not in [p for p, _ in members]]
+    return members, space
+
+
+def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The run folders named by `paths` (see find_members)."""
+    return [path for path, _ in find_members(paths)[0]]
 
 
 def cut_crops(series_by_id: Mapping[str, Series], points: pd.DataFrame, spec: CropSpec) -> np.ndarray:
@@ -89,13 +135,30 @@ class Ensemble:
     """Classifier runs averaged; inference in the calling process, on `device`, `batch_size` crops at once."""
 
     def __init__(
-        self, runs: Sequence[GradingRun], *, device: str = "cpu", batch_size: int = 64, tta: bool = False
+        self,
+        runs: Sequence[GradingRun],
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        tta: bool = False,
+        space: str = "logit",
     ) -> None:
         if not runs:
             raise DataError("no classifier run to grade with")
         if batch_size < 1:
             raise DataError(f"batch size must be at least 1, got {batch_size}")
+        if space not in SPACES:
+            raise DataError(f"ensemble space {space!r} unknown; use {' or '.join(SPACES)}")
+        unflipped = [str(run.path) for run in runs if run.info.get("side_flip") is not True]
+        if tta and unflipped:
+            raise DataError(
+                f"--tta averages left-right mirrored crops, but {len(unflipped)} run(s) were not trained on "
+                f"mirrored views (best.json side_flip is not true), e.g. {unflipped[0]}; predict without "
+                "--tta or use runs trained with `spinegrade train --side-flip`"
+            )
         self.runs, self.device, self.batch_size, self.tta = list(runs), device, batch_size, tta
+        self.space = space
+        self.weights = model_weights([run.weight for run in self.runs], len(self.runs))
 
     @classmethod
     def load(
@@ -105,19 +168,40 @@ class Ensemble:
         device: str = "cpu",
         batch_size: int = 64,
         tta: bool = False,
+        space: str | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Ensemble:
-        """Load every run found under `paths` (see find_runs)."""
+        """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
+        override those of an ensemble.json; the default space is logit (measured better than probability
+        on phantom OOF predictions: README)."""
         from spinegrade.training.checkpoint import load_run
 
+        members, file_space = find_members(paths)
+        if weights is not None:
+            if len(weights) != len(members):
+                raise DataError(f"{len(weights)} ensemble weight(s) given for {len(members)} run(s)")
+            members = [(path, float(w)) for (path, _), w in zip(members, weights, strict=True)]
         runs = []
-        for path in find_runs(paths):
+        for path, weight in members:
             model, info = load_run(path, device=device)
             try:
                 spec = CropSpec.of_info(info)
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}/best.json lacks the crop settings k, size: {exc}") from None
-            runs.append(GradingRun(path, model, info, spec))
-        return cls(runs, device=device, batch_size=batch_size, tta=tta)
+            runs.append(GradingRun(path, model, info, spec, weight))
+        space = space or file_space or "logit"
+        return cls(runs, device=device, batch_size=batch_size, tta=tta, space=space)
+
+    def describe(self) -> dict[str, Any]:
+        """Which models make the ensemble and how they are combined (for the prediction's records)."""
+        return {
+            "members": [
+                {"path": str(run.path), "weight": float(w), "arch": run.info.get("arch")}
+                for run, w in zip(self.runs, self.weights, strict=True)
+            ],
+            "space": self.space,
+            "tta": self.tta,
+        }
 
     @property
     def specs(self) -> list[CropSpec]:
@@ -130,10 +214,15 @@ class Ensemble:
 
         condition = torch.tensor([CONDITIONS.index(c) for c in points["condition"]], dtype=torch.int64)
         level = torch.tensor([LEVELS.index(lv) for lv in points["level"]], dtype=torch.int64)
-        total = np.zeros((len(points), len(SEVERITIES)), dtype=np.float64)
-        for run in self.runs:
-            total += self._run_probs(run.model, crops[run.spec], condition, level)
-        return total / len(self.runs)
+        per_run = [
+            apply_prior_shift(
+                self._run_probs(run.model, crops[run.spec], condition, level),
+                condition.numpy(),
+                run.prior_shift,
+            )
+            for run in self.runs
+        ]
+        return average_probabilities(per_run, self.weights, self.space)
 
     def _run_probs(
         self, model: SpineClassifier, crops: np.ndarray, condition: torch.Tensor, level: torch.Tensor
@@ -151,6 +240,9 @@ class Ensemble:
                 probs = model.predict_proba(x, c, lv)
                 if self.tta:
                     flipped, mirrored = side_flip(x, c, torch.ones_like(c, dtype=torch.bool))
-                    probs = (probs + model.predict_proba(flipped, mirrored, lv)) / 2
+                    views = (probs, model.predict_proba(flipped, mirrored, lv))
+                    probs = torch.from_numpy(
+                        average_probabilities([v.double().cpu().numpy() for v in views], space=self.space)
+                    )
                 out.append(probs.double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(SEVERITIES)))

@@ -38,6 +38,6 @@ def with_onnx_runtime(
         graph = file if file is not None and file.is_file() else export_locator(model)[0]
         models[slug] = replace(model, net=OnnxLocatorNet(session(graph, threads)))
     return (
-        Ensemble(runs, device="cpu", batch_size=ensemble.batch_size, tta=ensemble.tta),
+        Ensemble(runs, device="cpu", batch_size=ensemble.batch_size, tta=ensemble.tta, space=ensemble.space),
         Locator(models, torch.device("cpu")),
     )

@@ -5,7 +5,10 @@ not grow with the number of studies. Whatever cannot be graded from images - a m
 series type, a point the locator did not find, a study that fails altogether - gets the per-level prior
 probabilities, a warning and a line in the closing summary; the other studies go on. Each study also gets
 OUT/studies/<study_id>.json (points, grades, problems); with `resume` a study whose JSON was written by the
-same models is taken from it instead of being graded again.
+same models is taken from it instead of being graded again. A calibration (evaluation.calibration, given
+or stored as calibration.json with the runs) is applied to the submission's rows; the per-study JSONs keep
+the ensemble's own probabilities. <OUT stem>.ensemble.json beside OUT records the models, their weights,
+the averaging space and the calibration.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pandas as pd
 from spinegrade import __version__
 from spinegrade.data.tables import SAMPLE_SUBMISSION, read_sample_submission
 from spinegrade.errors import DataError
+from spinegrade.evaluation.calibration import Calibration, find_calibration
 from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.prediction.grade import Ensemble
 from spinegrade.prediction.grading import Locate, grade_study
@@ -51,7 +55,15 @@ def fingerprint(ensemble: Ensemble, locator_dir: Path, tta: bool, runtime: str =
     files += sorted(p for p in locator_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     settings = [__version__, f"tta={tta}", *([f"runtime={runtime}"] if runtime != "torch" else [])]
-    return hashlib.sha256("\n".join([*settings, *parts]).encode()).hexdigest()[:16]
+    combine = json.dumps({k: v for k, v in ensemble.describe().items() if k != "members"})
+    weights = ",".join(f"{w:.6g}" for w in ensemble.weights)
+    text = "\n".join([*settings, combine, weights, *parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensemble_record(out: Path) -> Path:
+    """Where predict records the ensemble and calibration behind the submission `out`."""
+    return out.with_name(f"{out.stem}.ensemble.json")
 
 
 def _resumed(path: Path, key: str) -> StudyResult | None:
@@ -86,6 +98,9 @@ def predict(
     runtime: str = "torch",
     onnx_dir: str | os.PathLike | None = None,
     shard: Shard | None = None,
+    calibration: str | os.PathLike | None = None,
+    space: str | None = None,
+    run_weights: Sequence[float] | None = None,
 ) -> PredictionSummary:
     """Grade every test study of DATA_DIR and write the submission CSV `out` (see the module doc).
 
@@ -95,6 +110,8 @@ def predict(
     slower (bench/predict.py), while `workers` can use the other core to read ahead.
     runtime "onnx" runs the networks with ONNX Runtime (a bundle's graphs in `onnx_dir`, else exported on
     loading). shard (i, n): grade only every n-th study from the i-th (0-based), for `spinegrade merge`.
+    calibration: a calibration JSON (default: calibration.json in a --runs folder, if any); space
+    (probability or logit) and run_weights override an ensemble.json of the runs.
     Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
     from spinegrade.localization.locate import load_locator, locate_study
@@ -114,7 +131,11 @@ def predict(
         raise DataError(f"runtime {runtime!r} unknown; use one of {', '.join(RUNTIMES)}")
     if runtime == "onnx" and device != "cpu":
         raise DataError(f"--runtime onnx runs on the CPU; drop --device {device} or use --runtime torch")
-    ensemble = Ensemble.load(runs, device=device, batch_size=batch_size, tta=tta)
+    ensemble = Ensemble.load(
+        runs, device=device, batch_size=batch_size, tta=tta, space=space, weights=run_weights
+    )
+    calibration_path = Path(calibration) if calibration is not None else find_calibration(runs)
+    calibrator = Calibration.load(calibration_path) if calibration_path is not None else None
     locator = load_locator(locator_dir, device=device)
     if runtime == "onnx":
         from spinegrade.prediction.onnx_models import with_onnx_runtime
@@ -148,7 +169,12 @@ def predict(
             results[result.study_id] = result
 
     ordered = [results[p.study_id] for p in plans]
-    write_csv_atomic(submission_frame(ordered, sample), out)
+    rows = submission_frame(ordered, sample)
+    if calibrator is not None:
+        rows = calibrator.apply(rows)
+    write_csv_atomic(rows, out)
+    record = {**ensemble.describe(), "calibration": None if calibrator is None else str(calibration_path)}
+    write_atomic(ensemble_record(out), json.dumps(record, indent=1) + "\n")
     fresh = [results[p.study_id] for p in todo]
     seconds = {
         stage: float(np.mean([r.seconds.get(stage, 0.0) for r in fresh])) if fresh else 0.0
@@ -162,6 +188,7 @@ def predict(
         seconds,
         problems + [p for r in ordered for p in r.problems],
         resumed=len(plans) - len(todo),
+        calibration="none" if calibrator is None else str(calibration_path),
     )
 
 

@@ -85,6 +85,7 @@ class PredictionSummary:
     seconds_per_study: dict[str, float]
     problems: list[Problem]
     resumed: int = 0
+    calibration: str = "none"  # the calibration file applied to the submission's rows
 
     def studies_with_priors(self) -> dict[int, list[str]]:
         """study_id -> what went wrong in each study where some or all targets got prior probabilities."""

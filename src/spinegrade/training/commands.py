@@ -92,6 +92,22 @@ def train_command(
     side_flip: bool = typer.Option(
         False, "--side-flip", help="Augment with left/right mirrors that swap the side label."
     ),
+    prior_shift: bool = typer.Option(
+        D["prior_shift"],
+        "--prior-shift/--no-prior-shift",
+        help="Correct probabilities back to the score's class distribution after balanced weights, "
+        "oversampling or SMOTE (recorded in best.json, applied in validation and predict).",
+    ),
+    loss: str = typer.Option(
+        D["loss"],
+        "--loss",
+        help="weighted-ce (all rows pooled) or score (condition groups weighted as the challenge does).",
+    ),
+    any_severe: float = typer.Option(
+        D["any_severe"],
+        "--any-severe",
+        help="Weight of a per-study any_severe_spinal term in the batch (with --loss score).",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
     ),
@@ -126,6 +142,9 @@ def train_command(
         weights=str(weights) if weights else None,
         conditioning=conditioning,
         side_flip=side_flip,
+        prior_shift=prior_shift,
+        loss=loss,
+        any_severe=any_severe,
     )
     n_folds = int(CropCache.open(cache).meta.get("n_folds", 5))
     train(

@@ -164,3 +164,53 @@ def smote_resample(
         )
     parts = [(x, severity, condition, level), *synthetic]
     return Resampled(*(np.concatenate([p[i] for p in parts]) for i in range(4)), n_real=len(x))
+
+
+def prior_shift(
+    train_severity: np.ndarray,
+    train_condition: np.ndarray,
+    seen_severity: np.ndarray,
+    seen_condition: np.ndarray,
+    *,
+    seen_weights: np.ndarray | None = None,
+    loss_weights: np.ndarray | None = None,
+    smoothing: float = 0.5,
+) -> np.ndarray:
+    """Per-condition factors (5, 3) that move a model's probabilities back to what the score expects.
+
+    A model fitted with loss weights w_loss on rows seen with class distribution q_seen (after
+    oversampling or SMOTE; `seen_weights` are a sampler's row weights) tends to p_model ~ w_loss * q_seen
+    per condition, while the score's optimum is w_metric * q_train (1/2/4 times the real training fold's
+    frequencies). So p ~ p_model * w_metric * q_train / (w_loss * q_seen); the factors are that ratio,
+    normalised per condition (challenge class weights without a sampler give all ones). Counts get
+    `smoothing` per class so a class absent from the fold gets a finite factor.
+    """
+    n_conditions = len(CONDITIONS)
+
+    def distribution(severity: np.ndarray, condition: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        cell = np.asarray(condition, np.int64) * N_CLASSES + np.asarray(severity, np.int64)
+        counts = np.bincount(cell, weights=weights, minlength=n_conditions * N_CLASSES).astype(np.float64)
+        counts = counts.reshape(n_conditions, N_CLASSES)
+        if weights is not None:  # expected counts of a sampler drawing as many rows as there are
+            real = np.bincount(np.asarray(condition, np.int64), minlength=n_conditions)
+            total = counts.sum(axis=1, keepdims=True)
+            counts = np.divide(counts * real[:, None], total, out=np.zeros_like(counts), where=total > 0)
+        counts += smoothing
+        return counts / counts.sum(axis=1, keepdims=True)
+
+    q_train = distribution(train_severity, train_condition, None)
+    q_seen = distribution(seen_severity, seen_condition, seen_weights)
+    w_loss = np.ones(N_CLASSES) if loss_weights is None else np.asarray(loss_weights, np.float64)
+    factors = np.asarray(SEVERITY_WEIGHTS) * q_train / (w_loss * q_seen)
+    return factors / factors.sum(axis=1, keepdims=True)
+
+
+def apply_prior_shift(probs: np.ndarray, condition: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
+    """probs (n, 3) times the factors (5, 3) of each row's condition (index into CONDITIONS), renormalised;
+    unchanged when factors is None."""
+    if factors is None:
+        return np.asarray(probs, dtype=np.float64)
+    out = (
+        np.asarray(probs, dtype=np.float64) * np.asarray(factors, np.float64)[np.asarray(condition, np.int64)]
+    )
+    return out / out.sum(axis=1, keepdims=True)

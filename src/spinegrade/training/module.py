@@ -2,8 +2,16 @@
 
 Both score the validation fold the same way after every epoch: the challenge score of its predictions
 (spinegrade.evaluation.score.challenge_score, lower is better; logged as `val_score` for early stopping
-and best-model selection) with its parts, accuracy, macro F1 and the validation loss. Under DDP the
-predictions of all ranks are gathered first, so every rank computes the same score.
+and best-model selection) with its parts, accuracy, macro F1 and the validation loss. The predictions are
+first moved back to the training distribution the score expects (imbalance.prior_shift; predict applies
+the same factors from best.json). Under DDP the predictions of all ranks are gathered first, so every rank
+computes the same score.
+
+Two losses (`loss`): `weighted-ce` pools every row in one class-weighted cross-entropy (spinal rows are
+a fifth of the rows, so about 20% of it); `score` weights the batch as the challenge does: the class-weighted
+cross-entropy of each condition group (spinal, foraminal, subarticular) and, with `any_severe` > 0, a
+per-study any_severe_spinal term (the max severe probability over the study's spinal rows in the batch,
+a weighted binary log loss, scaled by `any_severe`), averaged over the terms the batch has.
 """
 
 from __future__ import annotations
@@ -25,10 +33,45 @@ from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
 from spinegrade.training.augment import AugmentConfig, augment_batch
 from spinegrade.training.datamodule import as_batch
-from spinegrade.training.runs import METRIC_COLUMNS, METRICS, STAGES, write_csv
-from spinegrade.vocab import SEVERITIES, make_row_id
+from spinegrade.training.runs import LOSSES, METRIC_COLUMNS, METRICS, STAGES, write_csv
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, make_row_id
 
 TARGET_KEYS = ["study_id", "condition", "level"]
+_GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
+_GROUP_OF_CONDITION = torch.tensor([_GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])
+_SPINAL = CONDITIONS.index("spinal_canal_stenosis")
+_SEVERE = SEVERITIES.index("severe")
+
+
+def score_loss(
+    logits: torch.Tensor,
+    severity: torch.Tensor,
+    condition: torch.Tensor,
+    study: torch.Tensor,
+    class_weights: torch.Tensor,
+    any_severe: float = 0.0,
+) -> torch.Tensor:
+    """The batch loss weighted as the challenge score (module doc). study: the rows' study ids (-1 for
+    synthetic rows, which stay out of the any_severe term)."""
+    nll = F.cross_entropy(logits, severity, reduction="none")
+    weight = class_weights[severity]
+    group = _GROUP_OF_CONDITION.to(condition.device)[condition]
+    totals = torch.zeros(len(_GROUPS), device=logits.device).index_add(0, group, weight * nll)
+    norms = torch.zeros(len(_GROUPS), device=logits.device).index_add(0, group, weight)
+    present = norms > 0
+    terms = [totals[present] / norms[present]]
+    spinal = (condition == _SPINAL) & (study >= 0)
+    if any_severe > 0 and spinal.any():
+        ids, inverse = torch.unique(study[spinal], return_inverse=True)
+        severe = logits[spinal].float().softmax(dim=1)[:, _SEVERE]
+        best = severe.new_zeros(len(ids)).scatter_reduce(0, inverse, severe, "amax", include_self=False)
+        label = severe.new_zeros(len(ids)).scatter_reduce(
+            0, inverse, (severity[spinal] == _SEVERE).float(), "amax", include_self=False
+        )
+        w = weight.new_zeros(len(ids)).scatter_reduce(0, inverse, weight[spinal], "amax", include_self=False)
+        bce = F.binary_cross_entropy(best.clamp(1e-7, 1 - 1e-7), label, reduction="none")
+        terms.append(any_severe * (w * bce).sum(0, keepdim=True) / w.sum())
+    return torch.cat(terms).mean()
 
 
 def prediction_frame(index: pd.DataFrame, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -72,13 +115,23 @@ class ScoredModule(pl.LightningModule):
         weight_decay: float,
         warmup_epochs: float,
         class_weights: np.ndarray | None,
+        prior_shift: np.ndarray | None = None,
+        loss: str = "weighted-ce",
+        any_severe: float = 0.0,
     ) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}")
         self.model = model
         self.cache_index = cache_index
         self.lr, self.weight_decay, self.warmup_epochs = lr, weight_decay, warmup_epochs
+        self.loss_name, self.any_severe = loss, any_severe
         weights = torch.ones(len(SEVERITIES)) if class_weights is None else torch.as_tensor(class_weights)
         self.register_buffer("class_weights", weights.float(), persistent=False)
+        shift = np.ones((len(CONDITIONS), len(SEVERITIES))) if prior_shift is None else prior_shift
+        self.register_buffer("log_shift", torch.as_tensor(np.log(shift)).float(), persistent=False)
+        study = torch.tensor(cache_index["study_id"].to_numpy(np.int64))
+        self.register_buffer("row_study", study, persistent=False)
         self.val_result: dict[str, Any] = {}
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._loss_sum = torch.zeros(2)
@@ -90,14 +143,21 @@ class ScoredModule(pl.LightningModule):
         """The parameters the optimizer updates: those that require gradients (HeadModule: the head)."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def loss(self, logits: torch.Tensor, severity: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), severity, weight=self.class_weights)
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        severity = batch["severity"]
+        if self.loss_name == "weighted-ce":
+            return F.cross_entropy(logits.float(), severity, weight=self.class_weights)
+        row = batch["row"]
+        study = torch.where(row >= 0, self.row_study[row.clamp(min=0)], torch.full_like(row, -1))
+        return score_loss(
+            logits.float(), severity, batch["condition"], study, self.class_weights, self.any_severe
+        )
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros(2, device=self.device)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self.logits(batch), batch["severity"])
+        loss = self.loss(self.logits(batch), batch)
         self._loss_sum += torch.stack(
             [loss.detach() * len(batch["severity"]), loss.new_tensor(len(batch["severity"]))]
         )
@@ -114,7 +174,8 @@ class ScoredModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self.logits(batch).float()
         loss = F.cross_entropy(logits, batch["severity"], weight=self.class_weights, reduction="none")
-        self._outputs.append((batch["row"], logits.softmax(dim=1), loss))
+        shifted = logits + self.log_shift[batch["condition"]]  # p ~ p_model * factor (prior shift)
+        self._outputs.append((batch["row"], shifted.softmax(dim=1), loss))
 
     def on_validation_epoch_end(self) -> None:
         rows, probs, losses = (torch.cat(parts) for parts in zip(*self._outputs, strict=True))

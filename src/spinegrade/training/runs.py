@@ -21,6 +21,7 @@ CONFIG: Final = "config.json"
 VERSIONS: Final = "versions.json"
 METRICS: Final = "metrics.csv"
 SMOTE_SPACES: Final = ("features", "pixels")
+LOSSES: Final = ("weighted-ce", "score")  # see training.module
 STAGES: Final = ("train", "head")  # end-to-end training, then (feature-space SMOTE) head fine-tuning
 METRIC_COLUMNS: Final = (
     "stage",
@@ -111,6 +112,9 @@ class TrainConfig:
     conditioning: str = "film"
     side_flip: bool = False
     channels_last: bool = True
+    prior_shift: bool = True  # correct probabilities back to the score's training distribution
+    loss: str = "weighted-ce"
+    any_severe: float = 0.0  # weight of the in-batch any_severe_spinal term of loss "score"
 
     def __post_init__(self) -> None:
         from spinegrade.models.classifier import CONDITIONINGS
@@ -120,6 +124,7 @@ class TrainConfig:
             "class_weights": (self.class_weights in CLASS_WEIGHT_MODES, CLASS_WEIGHT_MODES),
             "smote_space": (self.smote_space in SMOTE_SPACES, SMOTE_SPACES),
             "conditioning": (self.conditioning in CONDITIONINGS, CONDITIONINGS),
+            "loss": (self.loss in LOSSES, LOSSES),
         }
         for name, (ok, allowed) in checks.items():
             if not ok:
@@ -127,6 +132,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.any_severe < 0 or (self.any_severe > 0 and self.loss != "score"):
+            raise DataError(f"any_severe {self.any_severe}: give a weight >= 0, with loss 'score'")
         if not self.lr > 0:
             raise DataError(f"lr must be positive, got {self.lr}")
 

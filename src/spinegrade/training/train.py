@@ -12,6 +12,13 @@ the head alone is fine-tuned on real + synthetic embeddings with the backbone fr
 its best epoch on the validation fold becomes best.safetensors. `--smote-space pixels` instead adds
 synthetic crops interpolated between flattened training crops and trains end-to-end on both. The
 validation fold never enters SMOTE, the class weights, the sampler or the input statistics.
+
+best.json also records what prediction needs beyond the weights: the training fold's per-level priors
+(challenge-weighted, for targets that cannot be graded), `side_flip` (whether mirrored views were
+trained on, which --tta requires) and the prior-shift factors that move the model's probabilities back to
+the distribution the score expects after balanced weights, oversampling or SMOTE (imbalance.prior_shift;
+applied in validation and in predict). val_predictions.csv holds the corrected predictions,
+val_predictions_raw.csv the model's own, and val_score.json both scores (`score`, `score_raw`).
 """
 
 from __future__ import annotations
@@ -47,8 +54,10 @@ from spinegrade.training.checkpoint import BEST, BestModelExport, load_run
 from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
 from spinegrade.training.imbalance import (
     Imbalance,
+    apply_prior_shift,
     class_weights,
     oversample_weights,
+    prior_shift,
     smote_resample,
 )
 from spinegrade.training.module import (
@@ -75,11 +84,15 @@ LAST: Final = "last"
 BACKBONE: Final = "backbone"
 VAL_SCORE: Final = "val_score.json"
 VAL_PREDICTIONS: Final = "val_predictions.csv"
+VAL_PREDICTIONS_RAW: Final = "val_predictions_raw.csv"
+# Pixel-space SMOTE holds the training fold as float32 and searches neighbours in its dimension.
+PIXEL_SMOTE_MAX_BYTES: Final = 2 * 1024**3
 COMPARISON_COLUMNS: Final = (
     "arch",
     "imbalance",
     "folds",
     "score",
+    "score_raw",
     "prior_score",
     "accuracy",
     "macro_f1",
@@ -95,6 +108,7 @@ TABLE_COLUMNS: Final = {
     "imbalance": "imbalance",
     "folds": "folds",
     "score": "score",
+    "score_raw": "raw",
     "prior_score": "prior",
     "accuracy": "acc",
     "macro_f1": "F1",
@@ -214,6 +228,10 @@ def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[s
         "fold": config.fold,
         "imbalance": config.imbalance,
         "class_weights": None if data.class_weights is None else data.class_weights.tolist(),
+        "side_flip": config.side_flip,
+        "loss": {"name": config.loss, "any_severe": config.any_severe},
+        "priors": data.priors.to_dict("records"),
+        "prior_shift": _shift_info(data.prior_shift),
         "stage": "train",
     }
     if data.fit is not data.train:
@@ -225,8 +243,42 @@ def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[s
     return info
 
 
+def _shift_info(factors: np.ndarray | None) -> dict[str, Any] | None:
+    """best.json's "prior_shift": per-condition factors (vocab.CONDITIONS x SEVERITIES order)."""
+    if factors is None:
+        return None
+    return {"factors": factors.tolist(), "rule": "p ~ p_model * w_metric * q_train / (w_loss * q_seen)"}
+
+
+def _prior_shift(
+    config: TrainConfig, train: Labels, seen: Labels, seen_weights: np.ndarray | None, loss_weights: Any
+) -> np.ndarray | None:
+    """The prior-shift factors of a model fitted on `seen` (see imbalance.prior_shift); None when off."""
+    if not config.prior_shift:
+        return None
+    return prior_shift(
+        train.severity,
+        train.condition,
+        seen.severity,
+        seen.condition,
+        seen_weights=seen_weights,
+        loss_weights=loss_weights,
+    )
+
+
 def _pixel_smote(cache: CropCache, rows: np.ndarray, labels: Labels, seed: int) -> CropDataset:
-    """Training fold crops + SMOTE crops interpolated between them (flattened), held in memory."""
+    """Training fold crops + SMOTE crops interpolated between them (flattened), held in memory.
+
+    Refused above PIXEL_SMOTE_MAX_BYTES of float32 training crops (the real data at 128 px needs ~13 GB
+    and neighbour searches in 80k dimensions): feature-space SMOTE is the one that scales.
+    """
+    needed = len(rows) * int(np.prod(cache.crops.shape[1:])) * 4
+    if needed > PIXEL_SMOTE_MAX_BYTES:
+        raise DataError(
+            f"pixel-space SMOTE would hold {needed / 1024**3:.1f} GiB of training crops in memory (limit "
+            f"{PIXEL_SMOTE_MAX_BYTES / 1024**3:.0f} GiB); use --smote-space features (SMOTE on backbone "
+            "embeddings, the default) or --imbalance oversample"
+        )
     crops = np.asarray(cache.crops[rows], dtype=np.float32)
     out = smote_resample(
         crops.reshape(len(rows), -1), labels.severity, labels.condition, labels.level, seed=seed
@@ -256,6 +308,8 @@ def _smote_head(
     labels = data.train.labels
     out = smote_resample(train_x, labels.severity, labels.condition, labels.level, seed=config.seed)
     smote = {"space": "features", "n_real": out.n_real, "n_synthetic": out.n_synthetic}
+    seen = Labels(out.condition, out.level, out.severity, np.zeros(len(out.severity), np.int64))
+    shift = _prior_shift(config, labels, seen, None, data.class_weights)
     console.print(
         f"SMOTE on {out.n_real} training embeddings: +{out.n_synthetic} synthetic; fine-tuning the head"
     )
@@ -273,10 +327,12 @@ def _smote_head(
         weight_decay=config.weight_decay,
         warmup_epochs=0,
         class_weights=data.class_weights,
+        prior_shift=shift,
     )
+    head_info = {**info, "stage": "head", "smote": smote, "prior_shift": _shift_info(shift)}
     callbacks = [
         MetricsLog(run_dir, stage="head", prior_score=data.prior["score"], console=console),
-        BestModelExport(run_dir, {**info, "stage": "head", "smote": smote}, name=BEST),
+        BestModelExport(run_dir, head_info, name=BEST),
     ]
     head_config = replace(config, precision="32-true", devices="1", strategy="auto", num_nodes=1)
     trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
@@ -287,10 +343,15 @@ def _finish(run_dir: Path, cache: CropCache, data: FoldData, config: TrainConfig
     """Predict the validation fold with best.safetensors (as prediction will load it) and write
     val_predictions.csv and val_score.json."""
     model, info = load_run(run_dir)
-    rows, probs = run_model(model, data.val, what="probs", batch_size=config.batch_size * 2, device="cpu")
-    frame = prediction_frame(cache.index, rows, probs)
+    rows, raw = run_model(model, data.val, what="probs", batch_size=config.batch_size * 2, device="cpu")
+    shift = (info.get("prior_shift") or {}).get("factors")
+    probs = apply_prior_shift(raw, data.val.labels.condition, None if shift is None else np.asarray(shift))
+    frame, raw_frame = (prediction_frame(cache.index, rows, p) for p in (probs, raw))
+    scores_raw = challenge_score(raw_frame)
     result = {
         **evaluate(frame),
+        "score_raw": scores_raw["score"],
+        "raw": scores_raw,
         "prior_score": data.prior["score"],
         "prior": data.prior,
         "prior_unweighted": prior_reference(
@@ -303,6 +364,7 @@ def _finish(run_dir: Path, cache: CropCache, data: FoldData, config: TrainConfig
         "n_val_targets": len(frame),
     }
     write_csv(run_dir / VAL_PREDICTIONS, submission_frame(frame))
+    write_csv(run_dir / VAL_PREDICTIONS_RAW, submission_frame(raw_frame))
     write_json(run_dir / VAL_SCORE, result)
     return result
 
@@ -319,6 +381,8 @@ class FoldData:
     mean: float
     std: float
     prior: dict[str, float]  # the challenge score of the training fold's per-level priors on `val`
+    priors: pd.DataFrame  # those priors (challenge-weighted), for best.json
+    prior_shift: np.ndarray | None  # factors (5, 3) back to the score's distribution (imbalance.prior_shift)
 
     @classmethod
     def build(cls, cache: CropCache, config: TrainConfig) -> FoldData:
@@ -330,21 +394,21 @@ class FoldData:
         if method.sampler == "smote" and not config.feature_smote:
             fit = _pixel_smote(cache, train_rows, labels, config.seed)
         mean, std = input_stats(cache.crops, train_rows, config.seed)
+        sample_weights = (
+            oversample_weights(labels.severity, labels.condition) if method.sampler == "oversample" else None
+        )
+        weights = class_weights(labels.severity, config.class_weights) if method.class_weights else None
         return cls(
             train=train,
             fit=fit,
             val=CropDataset(cache.crops, val_rows, Labels.of_rows(cache, val_rows)),
-            sample_weights=(
-                oversample_weights(labels.severity, labels.condition)
-                if method.sampler == "oversample"
-                else None
-            ),
-            class_weights=class_weights(labels.severity, config.class_weights)
-            if method.class_weights
-            else None,
+            sample_weights=sample_weights,
+            class_weights=weights,
             mean=mean,
             std=std,
             prior=prior_reference(cache.index, train_rows, val_rows),
+            priors=level_priors(cache.index.iloc[train_rows], weighted=True),
+            prior_shift=_prior_shift(config, labels, fit.labels, sample_weights, weights),
         )
 
 
@@ -365,6 +429,9 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
         class_weights=data.class_weights,
+        prior_shift=data.prior_shift,
+        loss=config.loss,
+        any_severe=config.any_severe,
     )
 
 
