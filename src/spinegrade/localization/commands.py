@@ -39,6 +39,10 @@ def train_locator_command(
         1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
+    folds_file: Path | None = typer.Option(
+        None, "--folds-file", help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
+        "assigned from train.csv exactly as prepare does."
+    ),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
 
@@ -64,6 +68,7 @@ def train_locator_command(
         workers=workers,
         threads=threads,
         overwrite=overwrite,
+        folds_file=folds_file,
     )
     console = Console()
     for series_type, m in metrics["by_series_type"].items():
