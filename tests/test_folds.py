@@ -1,4 +1,4 @@
-"""The fold plan: written and read back with its hash, reused across stages, and leak-free on the real CSVs."""
+"""The fold plan: written and read back with its hash, shared by the stages, leak-free on the real CSVs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REAL_CSV_DIR
 
 from spinegrade.crops.folds import fold_plan, folds_hash, read_folds, study_folds, write_folds
 from spinegrade.crops.prepare import crop_plan
@@ -13,8 +14,6 @@ from spinegrade.data.tables import labels_long, load_rsna
 from spinegrade.errors import DataError
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.train import split_studies
-
-from conftest import REAL_CSV_DIR
 
 
 def _labels(n: int = 30) -> pd.DataFrame:
@@ -37,7 +36,7 @@ def test_plan_round_trips_with_its_hash_and_checks_coverage(tmp_path: Path) -> N
     with pytest.raises(DataError, match="no fold for 1 labelled studies"):
         fold_plan(_labels(31), folds_file=tmp_path / "folds.csv")
     (tmp_path / "bad.csv").write_text("study_id,fold\n1,0\n2,x\n")
-    with pytest.raises(DataError, match="bad.csv row 3: fold 'x'"):
+    with pytest.raises(DataError, match=r"bad\.csv row 3: fold 'x'"):
         read_folds(tmp_path / "bad.csv")
 
 
