@@ -30,7 +30,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from spinegrade.crops.extract import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE
-from spinegrade.prediction.predict import STAGES, PredictionWarning, grade_study, load_priors, predict
+from spinegrade.prediction.grading import grade_study
+from spinegrade.prediction.predict import predict
+from spinegrade.prediction.priors import load_priors
+from spinegrade.prediction.results import STAGES, PredictionWarning
 from spinegrade.prediction.studies import discover_studies, read_study
 
 # torch, the models and the locator are imported inside the functions: the --workers 1 reader process

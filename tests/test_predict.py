@@ -28,15 +28,13 @@ from spinegrade.localization.train import model_info
 from spinegrade.localization.train import save_model as save_locator
 from spinegrade.models.classifier import create_model
 from spinegrade.prediction.grade import Ensemble, find_runs
-from spinegrade.prediction.predict import (
-    PredictionWarning,
-    align_with_sample,
-    grade_study,
-    load_priors,
-    predict,
-    read_studies,
-)
+from spinegrade.prediction.grading import grade_study
+from spinegrade.prediction.predict import predict
+from spinegrade.prediction.priors import load_priors
+from spinegrade.prediction.readahead import read_studies
+from spinegrade.prediction.results import PredictionWarning
 from spinegrade.prediction.studies import StudyPlan, discover_studies, read_study
+from spinegrade.prediction.submission import align_with_sample
 from spinegrade.runtime import torch_threads
 from spinegrade.training.augment import side_flip
 from spinegrade.training.checkpoint import save_model

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from spinegrade.errors import DataError
+from spinegrade.fileio import write_atomic
 
 CROPS_FILE: Final = "crops.npy"
 INDEX_FILE: Final = "index.csv"
@@ -78,13 +79,6 @@ class CropCache:
                 f"(expected float16 {expected}); the cache is inconsistent: re-run `spinegrade prepare`"
             )
         return cls(path=path, crops=crops, index=index, meta=meta)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a whole file under a temporary name in the same folder, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def write_cache(

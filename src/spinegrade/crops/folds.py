@@ -69,7 +69,7 @@ def folds_hash(folds: pd.Series) -> str:
 
 def write_folds(path: str | os.PathLike[str], folds: pd.Series) -> str:
     """Write the plan to `path` atomically; returns its hash."""
-    from spinegrade.crops.cache import write_atomic
+    from spinegrade.fileio import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import spinegrade
-from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_atomic, write_cache
+from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
 from spinegrade.crops.extract import crops_for_points, resolve_crop_mm
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.data.series import read_series
 from spinegrade.data.tables import RsnaData, join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
+from spinegrade.fileio import write_atomic
 
 SHARDS_DIR: Final = "shards"
 SETTINGS_FILE: Final = "settings.json"  # in SHARDS_DIR: the crop settings the shards were cut with

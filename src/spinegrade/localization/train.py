@@ -31,11 +31,11 @@ from rich.progress import Progress
 from safetensors.torch import save as save_tensors
 
 import spinegrade
-from spinegrade.crops.cache import write_atomic
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.data.series import Series, read_series
 from spinegrade.data.tables import RsnaData, labels_long, load_rsna
 from spinegrade.errors import DataError, Problem
+from spinegrade.fileio import write_atomic
 from spinegrade.localization.dataset import LocatorDataset, Samples, make_samples
 from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.localization.metrics import error_report, point_errors

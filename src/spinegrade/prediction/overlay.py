@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from spinegrade.data.series import Series
-    from spinegrade.prediction.predict import StudyResult
+    from spinegrade.prediction.results import StudyResult
     from spinegrade.prediction.studies import StudyImages
 
 MAX_PANELS: Final = 9

@@ -15,8 +15,8 @@ from typing import Any
 import lightning.pytorch as pl
 from safetensors.torch import load_file, save
 
-from spinegrade.crops.cache import write_atomic
 from spinegrade.errors import DataError
+from spinegrade.fileio import write_atomic
 from spinegrade.models.classifier import SpineClassifier, create_model
 
 BEST = "best"

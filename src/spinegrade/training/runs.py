@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import pandas as pd
 
-from spinegrade.crops.cache import write_atomic
 from spinegrade.errors import DataError
+from spinegrade.fileio import write_atomic
 from spinegrade.training.imbalance import CLASS_WEIGHT_MODES, Imbalance, parse_imbalance
 
 CONFIG: Final = "config.json"

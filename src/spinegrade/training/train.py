@@ -40,12 +40,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
-from spinegrade.crops.cache import CropCache, write_atomic
+from spinegrade.crops.cache import CropCache
 from spinegrade.crops.folds import FOLDS_FILE
 from spinegrade.errors import DataError
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.report import _md_table
 from spinegrade.evaluation.score import challenge_score
+from spinegrade.fileio import write_atomic
 from spinegrade.models.classifier import create_model
 from spinegrade.training.augment import AugmentConfig
 from spinegrade.training.checkpoint import BEST, BestModelExport, load_run
