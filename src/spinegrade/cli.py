@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from spinegrade.crops.commands import prepare_command
+from spinegrade.crossval.commands import cv_command
 from spinegrade.data.inspect import inspect_command
 from spinegrade.data.phantom import phantom_command
 from spinegrade.demo import demo_command
@@ -20,7 +21,7 @@ from spinegrade.training.commands import train_command
 app = typer.Typer(
     name="spinegrade",
     help="Grade degenerative lumbar spine conditions on MRI (RSNA 2024): "
-    "phantom -> inspect -> prepare -> train -> train-locator -> predict -> evaluate.",
+    "phantom -> inspect -> prepare -> train -> train-locator -> predict -> evaluate; cv for the score.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -32,6 +33,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("train-locator")(train_locator_command)
 app.command("predict")(predict_command)
+app.command("cv")(cv_command)
 app.command("demo")(demo_command)
 
 
