@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from spinegrade.cli import app
 
-COMMANDS = ("phantom", "inspect", "prepare", "train", "evaluate", "train-locator", "predict", "demo")
+COMMANDS = ("phantom", "inspect", "prepare", "train", "evaluate", "train-locator", "predict", "cv", "demo")
 runner = CliRunner()
 
 
