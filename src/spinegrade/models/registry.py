@@ -8,7 +8,10 @@ Each architecture also carries its training recipe (peak learning rate, warm-up,
 carries a pretrained config: one learning rate does not fit every family. Measured on a 40-study phantom
 (fold 0, 64 px, class weights, CPU, from scratch; prior 0.812): efficientnet_b0 scores 0.735 at lr 2e-3
 in 4 epochs but 0.448 at 6e-3 (or at 2e-3 with 12 epochs), while vgg16 (0.452) and densenet121 (0.431)
-do well at 2e-3; batch 64 made efficientnet_b0 worse (0.897). See README for the demo's figures.
+do well at 2e-3; batch 64 made efficientnet_b0 worse (0.897). At 32 px (45-study phantom, fold 0 of 3,
+4 epochs; prior 0.816) densenet121 reaches 0.483 while efficientnet_b0 stays at the prior (0.832 at 2e-3,
+1.232 at 6e-3): its last feature map is 1x1 there, so EfficientNets want 64 px or more, and the demo's
+32 px crops use vgg16.
 """
 
 from __future__ import annotations
