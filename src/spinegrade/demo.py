@@ -128,6 +128,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         "timings_s": timings,
         "table": rows,
         "headline": report["headline"],
+        "beats_prior": beats_prior(rows[report["headline"]], rows["prior (training folds)"]),
         "gaps": report["gaps"],
         "localization": report["localization"],
         "paths": {
@@ -142,6 +143,11 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     _print_summary(console, result)
     return result
+
+
+def beats_prior(scores: dict[str, Any], prior: dict[str, Any]) -> dict[str, bool]:
+    """Per condition group (and any severe spinal, and the score): does `scores` beat the prior's score?"""
+    return {part: scores[part]["value"] < prior[part]["value"] for part in ("score", *PARTS)}
 
 
 def held_out_scores(
@@ -184,6 +190,8 @@ def _print_summary(console: Console, result: dict[str, Any]) -> None:
             *(f"{entry[p]['value']:.3f}" for p in PARTS),
         )
     console.print(table)
+    beaten = [part for part, ok in result["beats_prior"].items() if ok]
+    console.print(f"end to end beats the prior on: {', '.join(beaten) or 'nothing'}", highlight=False)
     for name, gap in result["gaps"].items():
         console.print(f"{name}: {gap:+.3f}", highlight=False)
     loc = result["localization"]["overall"]
