@@ -54,7 +54,8 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     for name in ("oof_submission.csv", "oof_oracle_submission.csv", "oof_prior_submission.csv"):
         assert len(pd.read_csv(cv / name)) == 25 * TOY.studies, name
     points = pd.read_csv(cv / "oof_points.csv")
-    assert points["error_mm"].notna().mean() > 0.9 and set(points["fold"]) == {0, 1}
+    assert len(points) and set(points["fold"]) == {0, 1}
+    assert points["error_mm"].notna().equals(points["located"].astype(bool))  # an error for every found point
     submission = pd.read_csv(result["paths"]["submission"])
     assert len(submission) == 25 * TOY.test_studies
     assert submission[["normal_mild", "moderate", "severe"]].sum(axis=1).round(6).eq(1).all()
