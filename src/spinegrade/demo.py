@@ -167,11 +167,11 @@ def held_out_scores(
     priors = level_priors(labels_long(read_train_labels(train_labels)), weighted=True)
     prior = labels_long(truth).merge(priors, on=["condition", "level"])
     return {
-        f"test studies, end to end ({n})": {
+        "test studies, end to end": {
             "n_studies": n,
             **bootstrap_interval(joined.frame, n=n_boot, seed=seed),
         },
-        f"test studies, prior ({n})": {"n_studies": n, **bootstrap_interval(prior, n=n_boot, seed=seed)},
+        "test studies, prior": {"n_studies": n, **bootstrap_interval(prior, n=n_boot, seed=seed)},
     }
 
 
