@@ -42,7 +42,7 @@ class DemoSettings:
     batch_size: int = 32
     archs: tuple[str, ...] = ("vgg16",)
     imbalance: str = "class-weights"
-    train_points: str = "jittered"
+    train_points: str = "located"
     locator_px: int = 96
     locator_epochs: int = 6
     locator_samples: int = 256

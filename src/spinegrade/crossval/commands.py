@@ -41,11 +41,11 @@ def cv_command(
     ),
     imbalance: str = typer.Option("class-weights", "--imbalance", help="Imbalance method (see train)."),
     train_points: str = typer.Option(
-        "jittered",
+        "located",
         "--train-points",
         help="Where training crops are cut: labelled, jittered (labelled + the locator's measured "
         "errors) or located (out-of-fold located points); a comma list compares them, the first is "
-        "the headline.",
+        "the headline. located measured best (README).",
     ),
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
