@@ -40,8 +40,10 @@ def train_locator_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
     folds_file: Path | None = typer.Option(
-        None, "--folds-file", help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
-        "assigned from train.csv exactly as prepare does."
+        None,
+        "--folds-file",
+        help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
+        "assigned from train.csv exactly as prepare does.",
     ),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
