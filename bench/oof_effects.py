@@ -19,7 +19,7 @@ import warnings
 import pandas as pd
 
 from spinegrade.data.tables import labels_long, read_train_labels
-from spinegrade.evaluation.bootstrap import bootstrap_difference, bootstrap_interval
+from spinegrade.evaluation.bootstrap import bootstrap_difference, submission_interval
 from spinegrade.evaluation.calibration import folds_of, nested_calibrated_oof
 from spinegrade.evaluation.ensemble import SPACES, average_submissions
 from spinegrade.evaluation.priors import level_priors
@@ -81,7 +81,7 @@ def main() -> None:
     base = frames[base_name]
     out = {"rows": len(common), "studies": int(parsed[base_name]["study_id"].nunique()), "results": {}}
     for name, frame in frames.items():
-        entry = {"score": bootstrap_interval(labels, frame, n=args.n)}
+        entry = {"score": submission_interval(labels, frame, n=args.n)}
         if name != base_name:
             entry[f"minus {base_name}"] = bootstrap_difference(labels, frame, base, n=args.n)
         for other in (n for n in args.calibrate if name.startswith(f"{n} calibrated")):

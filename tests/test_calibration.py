@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from spinegrade.errors import DataError
-from spinegrade.evaluation.bootstrap import bootstrap_difference, bootstrap_interval
+from spinegrade.evaluation.bootstrap import bootstrap_difference, submission_interval
 from spinegrade.evaluation.calibration import (
     CALIBRATION_FILE,
     Calibration,
@@ -159,10 +159,10 @@ def test_calibrate_command_writes_the_calibration_and_its_nested_score(tmp_path,
 
 def test_bootstrap_interval_brackets_the_score_and_pairs_differences(overconfident) -> None:
     labels, pred, _ = overconfident
-    interval = bootstrap_interval(labels, pred, n=100, seed=1)
+    interval = submission_interval(labels, pred, n=100, seed=1)
     assert interval["low"] < interval["score"] < interval["high"] and interval["n"] == 100
     assert interval["score"] == pytest.approx(score_submission(labels, pred)["score"])
-    assert bootstrap_interval(labels, pred, n=100, seed=1) == interval
+    assert submission_interval(labels, pred, n=100, seed=1) == interval
     same = bootstrap_difference(labels, pred, pred.iloc[::-1], n=50)
     assert same["score"] == same["low"] == same["high"] == 0.0
     better = fit_calibration(pred, labels, bias=False, boost=False).apply(pred)

@@ -7,7 +7,21 @@ from typer.testing import CliRunner
 
 from spinegrade.cli import app
 
-COMMANDS = ("phantom", "inspect", "prepare", "train", "evaluate", "train-locator", "predict", "view", "demo")
+COMMANDS = (
+    "phantom",
+    "inspect",
+    "prepare",
+    "train",
+    "evaluate",
+    "calibrate",
+    "train-locator",
+    "predict",
+    "view",
+    "export",
+    "merge",
+    "cv",
+    "demo",
+)
 runner = CliRunner()
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from spinegrade.bundle.commands import export_command
 from spinegrade.crops.commands import prepare_command
+from spinegrade.crossval.commands import cv_command
 from spinegrade.data.inspect import inspect_command
 from spinegrade.data.phantom import phantom_command
 from spinegrade.demo import demo_command
@@ -23,7 +24,7 @@ app = typer.Typer(
     name="spinegrade",
     help="Grade degenerative lumbar spine conditions on MRI (RSNA 2024): "
     "phantom -> inspect -> prepare -> train -> train-locator -> export -> predict -> view / evaluate "
-    "(-> calibrate).",
+    "(-> calibrate); cv for the end-to-end score.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,6 +40,7 @@ app.command("predict")(predict_command)
 app.command("view")(view_command)
 app.command("export")(export_command)
 app.command("merge")(merge_command)
+app.command("cv")(cv_command)
 app.command("demo")(demo_command)
 
 

@@ -1,9 +1,11 @@
 """`spinegrade demo`: the whole pipeline on a phantom, from DICOM to a scored submission, in one command.
 
-phantom -> inspect -> prepare -> train (vgg16, densenet121, efficientnet_b0 x none, class weights, SMOTE)
--> evaluate each on its validation fold -> train the locators -> predict the test studies -> score them
--> one comparison table. Every stage writes its usual files under OUT, so each can be looked at or rerun
-with its own command; rerunning the demo resumes what is already done.
+phantom -> inspect -> cv (fold plan, crops, per fold: locators and classifier trained on the other folds,
+the fold's studies located, cropped and graded: the end-to-end out-of-fold score with its interval, the
+oracle-point score, the prior and the phantom's floor when it has one) -> predict the held-out test
+studies with every fold's classifier and fold 0's locators -> score them -> one table. Every stage writes
+its usual files under OUT, so each can be looked at or rerun with its own command; rerunning the demo
+resumes what is already done.
 """
 
 from __future__ import annotations
@@ -20,42 +22,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-ARCHS = ("vgg16", "densenet121", "efficientnet_b0")
-IMBALANCES = ("none", "class-weights", "smote")
+PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     """Sizes of the demo; the defaults fit 15 minutes on 2 CPU cores, QUICK 3 minutes.
 
-    Crops of 32 px keep VGG16 (the slowest family on a CPU) to about a minute per run; the phantom's lesions
-    are still resolved at that size (48 mm windows: 1.5 mm per pixel).
+    One family (vgg16: the fastest to learn at 32 px on a CPU) and 3 folds keep cv within the time; crops
+    of 32 px still resolve the phantom's lesions (48 mm windows: 1.5 mm per pixel).
     """
 
     studies: int = 50
-    test_studies: int = 5
+    test_studies: int = 20
     image_px: int = 128
     crop_px: int = 32
+    folds: int = 3
     epochs: int = 4
-    head_epochs: int = 3
     batch_size: int = 32
-    archs: tuple[str, ...] = ARCHS
-    imbalances: tuple[str, ...] = IMBALANCES
+    archs: tuple[str, ...] = ("vgg16",)
+    imbalance: str = "class-weights"
+    train_points: str = "located"
     locator_px: int = 96
     locator_epochs: int = 6
     locator_samples: int = 256
+    n_boot: int = 2000
     seed: int = 0
 
 
 QUICK = DemoSettings(
     studies=30,
-    test_studies=3,
+    test_studies=6,
     image_px=96,
+    folds=2,
     epochs=3,
-    head_epochs=1,
-    imbalances=("class-weights",),
     locator_px=64,
-    locator_epochs=6,
+    locator_epochs=4,
     locator_samples=128,
 )
 
@@ -71,21 +73,17 @@ def _stage(console: Console, timings: dict[str, float], name: str) -> Iterator[N
 
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
-    from spinegrade.crops.prepare import prepare
+    from spinegrade.crossval.run import CvSettings, cross_validate
     from spinegrade.data.inspect import inspect_dataset, print_report
     from spinegrade.data.phantom import write_phantom
     from spinegrade.evaluation.evaluate import evaluate_submission
     from spinegrade.localization.settings import LocatorSettings
-    from spinegrade.localization.train import train_locator
     from spinegrade.prediction.predict import predict
-    from spinegrade.training.imbalance import parse_imbalance
-    from spinegrade.training.runs import TrainConfig
-    from spinegrade.training.train import train
     from spinegrade.viewer import write_views
 
     console = console or Console(width=None if Console().is_terminal else 120)
     out = Path(out)
-    data, cache, classifiers, locator = out / "data", out / "cache", out / "classifiers", out / "locator"
+    data, cv_dir = out / "data", out / "cv"
     timings: dict[str, float] = {}
 
     with _stage(console, timings, "phantom"):
@@ -94,134 +92,119 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         )
     with _stage(console, timings, "inspect"):
         print_report(inspect_dataset(data, progress=False))
-    with _stage(console, timings, "prepare"):
-        prepare(data, cache, size=settings.crop_px, seed=settings.seed)
-    with _stage(console, timings, "train classifiers"):
-        config = TrainConfig(
-            epochs=settings.epochs,
-            head_epochs=settings.head_epochs,
-            batch_size=settings.batch_size,
+    cv_settings = CvSettings(
+        n_folds=settings.folds,
+        seed=settings.seed,
+        archs=settings.archs,
+        imbalance=settings.imbalance,
+        train_points=(settings.train_points,),
+        size=settings.crop_px,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        locator=LocatorSettings(
+            size=settings.locator_px,
+            epochs=settings.locator_epochs,
+            samples_per_epoch=settings.locator_samples,
             seed=settings.seed,
-        )
-        comparison = train(
-            cache,
-            classifiers,
-            config,
-            archs=settings.archs,
-            imbalances=[parse_imbalance(m) for m in settings.imbalances],
-            folds=[config.fold],
-            resume=True,
-            console=console,
-        )
-    runs = {
-        f"{r.arch}__{r.imbalance}": classifiers / f"{r.arch}__{r.imbalance}" for r in comparison.itertuples()
-    }
-    if len(runs) == 1:
-        runs = {next(iter(runs)): classifiers}
-    with _stage(console, timings, "evaluate validation folds"):
-        # A labelled target without a point has no crop and so no validation prediction: filled with priors.
-        for name, run in runs.items():
-            evaluate_submission(
-                data / "train.csv",
-                run / "val_predictions.csv",
-                out=out / "reports" / name,
-                allow_missing=True,
-            )
-    with _stage(console, timings, "train locators"):
-        locator_metrics = train_locator(
-            data,
-            locator,
-            LocatorSettings(
-                size=settings.locator_px,
-                epochs=settings.locator_epochs,
-                samples_per_epoch=settings.locator_samples,
-                seed=settings.seed,
-            ),
-        )
-    best = comparison.sort_values("score").iloc[0]
-    best_run = runs[f"{best.arch}__{best.imbalance}"]
+        ),
+        n_boot=settings.n_boot,
+    )
+    with _stage(console, timings, "cross-validate (end to end)"):
+        report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
+    runs = [cv_dir / f"fold{f}" / "classifiers" for f in range(settings.folds)]
     with _stage(console, timings, "predict test studies"):
-        predicted = predict(data, [best_run], locator, out / "submission.csv", details=out / "studies")
+        predicted = predict(
+            data, runs, cv_dir / "fold0" / "locator", out / "submission.csv", details=out / "studies"
+        )
         truth = data / "phantom_truth"  # the study pages come before scoring: the report links to them
         pages = write_views(
             predicted.details, labels=truth / "test.csv", coords=truth / "test_label_coordinates.csv"
         )
     with _stage(console, timings, "score test predictions"):
-        test_report = evaluate_submission(
-            data / "phantom_truth" / "test.csv", predicted.submission, out=out / "reports" / "test"
+        truth = data / "phantom_truth" / "test.csv"
+        evaluate_submission(truth, predicted.submission, out=out / "reports" / "test")
+        test = held_out_scores(
+            data / "train.csv", truth, predicted.submission, settings.n_boot, settings.seed
         )
 
-    test_prior = prior_score(data / "train.csv", data / "phantom_truth" / "test.csv")
+    rows = {**report["scores"], **test}
     result = {
         "settings": asdict(settings),
         "timings_s": timings,
-        "comparison": comparison.to_dict(orient="records"),
-        "best_run": str(best_run),
-        "test_score": {
-            k: test_report[k] for k in ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
-        },
-        "test_prior_score": test_prior,
-        "localization": locator_metrics,
+        "table": rows,
+        "headline": report["headline"],
+        "beats_prior": beats_prior(rows[report["headline"]], rows["prior (training folds)"]),
+        "gaps": report["gaps"],
+        "localization": report["localization"],
         "paths": {
             "data": str(data),
-            "cache": str(cache),
-            "classifiers": str(classifiers),
-            "comparison": str(classifiers / "comparison.md"),
-            "locator": str(locator),
+            "cv": str(cv_dir),
+            "cv_report": str(cv_dir / "report.md"),
+            "locator": str(cv_dir / "fold0" / "locator"),
             "submission": str(predicted.submission),
             "reports": str(out / "reports"),
             "study pages": str(pages),
         },
     }
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    _print_summary(console, comparison, result)
+    _print_summary(console, result)
     return result
 
 
-def prior_score(train_labels: Path, test_labels: Path) -> float:
-    """Challenge score on `test_labels` of the weight-optimal per-level prior of `train_labels`: the bar
-    a model has to clear."""
+def beats_prior(scores: dict[str, Any], prior: dict[str, Any]) -> dict[str, bool]:
+    """Per condition group (and any severe spinal, and the score): does `scores` beat the prior's score?"""
+    return {part: scores[part]["value"] < prior[part]["value"] for part in ("score", *PARTS)}
+
+
+def held_out_scores(
+    train_labels: Path, test_labels: Path, submission: Path, n_boot: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """The test studies' scores with intervals: the submission's and the training labels' prior's."""
+    import pandas as pd
+
     from spinegrade.data.tables import labels_long, read_train_labels
+    from spinegrade.evaluation.bootstrap import bootstrap_interval
     from spinegrade.evaluation.priors import level_priors
-    from spinegrade.evaluation.score import challenge_score
+    from spinegrade.evaluation.score import join_submission
 
+    truth = read_train_labels(test_labels)
+    n = int(truth["study_id"].nunique())
+    joined = join_submission(truth, pd.read_csv(submission))
     priors = level_priors(labels_long(read_train_labels(train_labels)), weighted=True)
-    truth = labels_long(read_train_labels(test_labels))
-    return challenge_score(truth.merge(priors, on=["condition", "level"]))["score"]
-
-
-def _print_summary(console: Console, comparison: Any, result: dict[str, Any]) -> None:
-    table = Table(title="spinegrade demo: validation fold 0 (challenge score, lower is better)")
-    columns = {
-        "arch": "arch",
-        "imbalance": "imbalance",
-        "score": "score",
-        "prior_score": "prior",
-        "accuracy": "acc",
-        "macro_f1": "macro F1",
-        "auc_normal_mild": "AUC N/M",
-        "auc_moderate": "AUC mod",
-        "auc_severe": "AUC sev",
+    prior = labels_long(truth).merge(priors, on=["condition", "level"])
+    return {
+        "test studies, end to end": {
+            "n_studies": n,
+            **bootstrap_interval(joined.frame, n=n_boot, seed=seed),
+        },
+        "test studies, prior": {"n_studies": n, **bootstrap_interval(prior, n=n_boot, seed=seed)},
     }
-    for i, header in enumerate(columns.values()):
-        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
-    for row in comparison.sort_values("score").itertuples():
+
+
+def _print_summary(console: Console, result: dict[str, Any]) -> None:
+    table = Table(
+        title="spinegrade demo (challenge score, lower is better; 95% bootstrap interval over studies)"
+    )
+    for i, header in enumerate(("what", "studies", "score [95% interval]", *PARTS)):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i > 0)
+    for name, entry in result["table"].items():
+        score = entry["score"]
         table.add_row(
-            *(getattr(row, c) if i < 2 else f"{getattr(row, c):.3f}" for i, c in enumerate(columns))
+            name,
+            str(entry["n_studies"]),
+            f"{score['value']:.3f} [{score['low']:.3f}, {score['high']:.3f}]",
+            *(f"{entry[p]['value']:.3f}" for p in PARTS),
         )
     console.print(table)
-    test = result["test_score"]
-    console.print(
-        f"test studies ({result['best_run']}): challenge score {test['score']:.3f} "
-        f"(spinal {test['spinal']:.3f}, foraminal {test['foraminal']:.3f}, "
-        f"subarticular {test['subarticular']:.3f}, any severe spinal {test['any_severe_spinal']:.3f}); "
-        f"per-level prior {result['test_prior_score']:.3f}",
-        highlight=False,
-    )
+    beaten = [part for part, ok in result["beats_prior"].items() if ok]
+    console.print(f"end to end beats the prior on: {', '.join(beaten) or 'nothing'}", highlight=False)
+    for name, gap in result["gaps"].items():
+        console.print(f"{name}: {gap:+.3f}", highlight=False)
     loc = result["localization"]["overall"]
     console.print(
-        f"localisation (validation studies): median {loc['median_mm']:.1f} mm, p90 {loc['p90_mm']:.1f} mm, "
-        f"{100 * loc['within_5mm_share']:.0f}% within 5 mm, mean slice error {loc['mean_slice_error']:.2f}",
+        f"localisation (out-of-fold): median {loc['median_mm']:.1f} mm, p90 {loc['p90_mm']:.1f} mm, "
+        f"{100 * loc['within_5mm_share']:.0f}% within 5 mm, "
+        f"slice exact {100 * loc['exact_slice_share']:.0f}%",
         highlight=False,
     )
     for name, path in result["paths"].items():
@@ -236,11 +219,13 @@ def demo_command(
     quick: bool = typer.Option(False, "--quick", help="A smaller run (about 3 minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom, the folds and the training."),
 ) -> None:
-    """Run the whole pipeline on a phantom and print one comparison table (architecture x imbalance).
+    """Run the whole pipeline on a phantom and print one table: the end-to-end cross-validated score with
+    its interval, the oracle-point score, the prior, the floor (when the phantom has one) and the score of
+    the held-out test studies.
 
-    Writes a phantom dataset, crops, classifier runs (vgg16, densenet121, efficientnet_b0 with no
-    imbalance handling, class weights and SMOTE), their validation reports, the locators, a submission
-    for the phantom's test studies and its score. About 15 minutes on 2 CPU cores; --quick about 3.
+    Writes a phantom dataset (50 + 20 test studies), a cv run (3 folds, vgg16, 32 px crops; its report in
+    OUT/cv/report.md), a submission for the test studies and its report. About 15 minutes on 2 CPU
+    cores; --quick about 3.
 
     Example: spinegrade demo --out demo_out --quick
     """

@@ -24,6 +24,9 @@ def prepare_command(
     ),
     folds: int = typer.Option(DEFAULT_FOLDS, "--folds", help="Study-level cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    folds_file: Path | None = typer.Option(
+        None, "--folds-file", help="Reuse this fold plan (folds.csv: study_id,fold) instead of a new one."
+    ),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0: min(4, CPU cores))."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache cut with other settings."),
     shard: str | None = typer.Option(
@@ -37,7 +40,8 @@ def prepare_command(
 
     Example: spinegrade prepare data/phantom --out cache/
 
-    Interrupted runs resume; unreadable studies are listed in CACHE/failed.csv and skipped.
+    Interrupted runs resume; unreadable studies are listed in CACHE/failed.csv and skipped. The fold plan
+    is written to CACHE/folds.csv (its hash in meta.json); pass it to train-locator with --folds-file.
     """
     from spinegrade.crops.extract import parse_crop_mm
     from spinegrade.crops.prepare import prepare
@@ -51,6 +55,7 @@ def prepare_command(
         crop_mm=parse_crop_mm(crop_mm),
         n_folds=folds,
         seed=seed,
+        folds_file=folds_file,
         workers=workers or None,
         overwrite=overwrite,
         shard=parse_shard(shard),

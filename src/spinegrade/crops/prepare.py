@@ -1,5 +1,9 @@
 """Build the crop cache: one 2.5D crop per labelled (study, condition, level) point, with study-level folds.
 
+The folds come from the dataset's fold plan (crops/folds.py), written beside the crops as CACHE/folds.csv
+with its hash in meta.json; `points` cuts the same targets at other points (cv's jittered or located
+training points) instead of the labelled ones.
+
 Work is done study by study (each series read once, with the same policy as predict: bad slices skipped
 and reported, see read_usable_series) in a process pool; every finished study is saved as
 CACHE/shards/<study_id>.npz, so an interrupted run picks up where it stopped. index.csv gets an
@@ -31,9 +35,9 @@ import spinegrade
 from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
 from spinegrade.crops.extract import crop_instances, crops_for_points, resolve_crop_mm
-from spinegrade.crops.folds import study_folds
+from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.data.series import read_usable_series
-from spinegrade.data.tables import join_labels, labels_long, load_rsna
+from spinegrade.data.tables import RsnaData, join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic
 from spinegrade.sharding import Shard, shard_items
@@ -43,7 +47,6 @@ SETTINGS_FILE: Final = "settings.json"  # in SHARDS_DIR: the crop settings the s
 FAILED_FILE: Final = "failed.csv"
 WARNINGS_FILE: Final = "warnings.csv"  # series quirks worked around while reading (resampled slices...)
 # What a shard stores about its rows, to tell whether it still matches the labels.
-_KEYS: Final = ("condition", "level", "series_id", "instance_number", "x", "y")
 
 
 def default_workers() -> int:
@@ -75,8 +78,9 @@ class StudyResult:
 
 
 def _shard_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The key columns of `rows` as plain (pickle-free) numpy arrays."""
-    return {
+    """The key columns of `rows` as plain (pickle-free) numpy arrays (slice_index too when given)."""
+    where = {"slice_index": rows["slice_index"].to_numpy(np.float64)} if "slice_index" in rows else {}
+    return where | {
         "condition": rows["condition"].to_numpy(dtype=str),
         "level": rows["level"].to_numpy(dtype=str),
         "series_id": rows["series_id"].to_numpy(np.int64),
@@ -95,7 +99,7 @@ def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
             if int(saved["n_rows"]) != len(rows) or "instances" not in saved:
                 return False
             expected = _shard_arrays(rows)
-            return all(np.array_equal(saved[key], expected[key]) for key in _KEYS)
+            return all(np.array_equal(saved[key], value) for key, value in expected.items())
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: cut it again
         return False
 
@@ -202,13 +206,9 @@ def _write_table(path: Path, records: list[tuple[int, int, str]], message: str) 
     return table
 
 
-def _merge(
-    out: Path, rows: pd.DataFrame, failed: set[int], folds: pd.Series, meta: dict[str, Any]
-) -> CropCache:
+def _merge(out: Path, rows: pd.DataFrame, failed: set[int], meta: dict[str, Any]) -> CropCache:
     """Merge the shards of every study not in `failed` into the cache (rows in `rows` order, with folds)."""
-    index = rows[~rows["study_id"].isin(failed)].assign(
-        fold=lambda f: f["study_id"].map(folds).astype(np.int64)
-    )
+    index = rows[~rows["study_id"].isin(failed)]
     if index.empty:
         raise DataError(f"no study could be cropped; see {out / FAILED_FILE}")
     studies = index.groupby("study_id", sort=False).size()
@@ -232,6 +232,32 @@ def _merge(
     return write_cache(out, parts(), index.reset_index(drop=True), meta)
 
 
+def crop_plan(
+    data: RsnaData,
+    *,
+    n_folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    folds_file: str | os.PathLike[str] | None = None,
+    points: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """(the rows to crop, by study, with their `fold`; the dataset's fold plan) of a train split.
+
+    The plan is assigned from all of train.csv's labels (not only those with a point), as train-locator
+    does, so both stages hold out the same studies.
+    """
+    long = labels_long(data.labels)
+    rows = join_labels(long, data.coordinates, data.descriptions) if points is None else points
+    if rows.empty:
+        raise DataError(f"{data.data_dir}: no labelled target has a point in train_label_coordinates.csv")
+    folds = fold_plan(long, n_folds=n_folds, seed=seed, folds_file=folds_file)
+    rows = rows.sort_values("study_id", kind="stable").reset_index(drop=True)
+    fold = rows["study_id"].map(folds)
+    if fold.isna().any():
+        study = rows.loc[fold.isna(), "study_id"].iloc[0]
+        raise DataError(f"study {study} has points but no labels in train.csv: it has no fold")
+    return rows.assign(fold=fold.astype(np.int64)), folds
+
+
 def prepare(
     data_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -244,6 +270,8 @@ def prepare(
     workers: int | None = None,
     on_error: Literal["skip", "raise"] = "skip",
     overwrite: bool = False,
+    folds_file: str | os.PathLike[str] | None = None,
+    points: pd.DataFrame | None = None,
     console: Console | None = None,
     shard: Shard | None = None,
 ) -> CropCache | None:
@@ -254,6 +282,9 @@ def prepare(
     `workers` defaults to min(4, CPU cores); 1 crops in this process.
     shard (i, n): crop only every n-th study from the i-th into out/shards/ and return None; shards can
     run at once on several machines sharing `out`, and a final run without shard merges them (resuming).
+    `folds_file` reuses a fold plan (else one is assigned from train.csv with n_folds and seed). `points`
+    (the labelled rows' columns plus slice_index, with x, y in the series' stored pixel grid) replaces the
+    labelled points.
     """
     console = console or Console()
     if on_error not in ("skip", "raise"):
@@ -264,11 +295,8 @@ def prepare(
     data = load_rsna(data_dir, "train")
     if not data.has_images:
         raise DataError(f"{data.image_dir} is missing: prepare needs the DICOM images next to train.csv")
-    rows = join_labels(labels_long(data.labels), data.coordinates, data.descriptions)
-    if rows.empty:
-        raise DataError(f"{data.data_dir}: no labelled target has a point in train_label_coordinates.csv")
-    rows = rows.sort_values("study_id", kind="stable").reset_index(drop=True)
-    folds = study_folds(rows, n_folds=n_folds, seed=seed)
+    rows, folds = crop_plan(data, n_folds=n_folds, seed=seed, folds_file=folds_file, points=points)
+    n_folds = int(folds.max()) + 1
     settings = {"k": k, "size": size, "crop_mm": resolve_crop_mm(crop_mm), "normalize": NORMALIZE_PERCENTILES}
     settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
     _claim(out, settings, overwrite)
@@ -298,9 +326,12 @@ def prepare(
     quirks = _write_table(
         out / WARNINGS_FILE, [(r.study_id, *w) for r in results for w in r.warnings], "warning"
     )
+    write_folds(out / FOLDS_FILE, folds)
+    plan = plan_summary(folds)
     meta = {**settings, "n_folds": n_folds, "seed": seed, "version": spinegrade.__version__}
-    meta["data_dir"] = str(data.data_dir)
-    cache = _merge(out, rows, set(failed["study_id"]), folds, meta)
+    meta |= {"data_dir": str(data.data_dir), "folds_sha256": plan["sha256"], "folds_file": FOLDS_FILE}
+    meta["points"] = "labelled" if points is None else str(points.attrs.get("kind", "given"))
+    cache = _merge(out, rows, set(failed["study_id"]), meta)
 
     cropped = sum(r.n_rows for r in results)
     rate = f" ({cropped / seconds:.1f} crops/s)" if cropped else ""

@@ -43,6 +43,12 @@ def train_locator_command(
         1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
+    folds_file: Path | None = typer.Option(
+        None,
+        "--folds-file",
+        help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
+        "assigned from train.csv exactly as prepare does.",
+    ),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
 
@@ -70,6 +76,7 @@ def train_locator_command(
         overwrite=overwrite,
         strategy=strategy,
         num_nodes=num_nodes,
+        folds_file=folds_file,
     )
     if not metrics:  # a DDP rank other than 0: rank 0 reports
         return

@@ -1,9 +1,11 @@
 """Train the three locators (one per series type) on train_label_coordinates.csv and measure them.
 
-Studies are split with the crop pipeline's study-level folds (`study_folds`), so the validation studies
-of the locator are the validation fold of the graders too. Each finished series type is saved at once
-(OUT/<slug>.safetensors + .json) and skipped on a re-run unless `overwrite`; after training, the whole
-`locate_study` pipeline runs on the validation studies and OUT/metrics.json gets its errors in mm.
+Studies are split with the dataset's fold plan (`crops.folds.fold_plan`, the one `prepare` uses, or the
+folds.csv given as `folds_file`), so the validation studies of the locator are the validation fold of the
+graders too; OUT/folds.csv and the plan's hash in OUT/config.json record it. Each finished series type
+is saved at once (OUT/<slug>.safetensors + .json) and skipped on a re-run unless `overwrite`; after
+training, the whole `locate_study` pipeline runs on the validation studies and OUT/metrics.json gets its
+errors in mm.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rich.progress import Progress
 from safetensors.torch import save as save_tensors
 
 import spinegrade
-from spinegrade.crops.folds import study_folds
+from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.data.series import Series, read_series
 from spinegrade.data.tables import RsnaData, labels_long, load_rsna
 from spinegrade.errors import DataError, Problem
@@ -240,6 +242,8 @@ def train_locator(
     progress: bool = True,
     strategy: str = "auto",
     num_nodes: int = 1,
+    folds_file: str | Path | None = None,
+    evaluate: bool = True,
 ) -> dict:
     """Train the locators of the three series types on the training folds and evaluate on the held-out fold.
 
@@ -250,16 +254,15 @@ def train_locator(
     second thread spin-waiting in OpenMP made the test's tiny training 10x slower (200 s vs 20 s).
     strategy/num_nodes go to Lightning (e.g. "ddp"); only global rank 0 writes files and evaluates, the
     other ranks return {}.
+    folds_file: reuse that fold plan (else the plan is assigned from train.csv, as `prepare` does).
+    evaluate=False skips locating the validation studies (cv locates them itself): metrics.json then
+    holds only the training times.
     """
     data_dir, out = Path(data_dir), Path(out)
     data = load_rsna(data_dir, "train")
     if not data.has_images:
         raise DataError(f"{data.image_dir} not found: training the locator needs the DICOM images")
-    folds = study_folds(labels_long(data.labels), settings.n_folds, settings.seed)
-    if not 0 <= settings.fold < settings.n_folds:
-        raise DataError(f"fold {settings.fold} is not in 0..{settings.n_folds - 1}")
-    val_ids = set(folds.index[folds == settings.fold].tolist())
-    train_ids = set(folds.index[folds != settings.fold].tolist())
+    folds, train_ids, val_ids = split_studies(data, settings, folds_file)
     kept = [t for t in TASKS if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
         check_kept(out / f"{task.slug}.json", settings)
@@ -278,8 +281,10 @@ def train_locator(
                 "workers": workers,
                 "threads": threads,
                 "val_studies": sorted(val_ids),
+                "folds": plan_summary(folds),
             },
         )
+        write_folds(out / FOLDS_FILE, folds)
         write_json(out / "versions.json", versions())
     console = Console(quiet=not progress)
     problems: list[Problem] = []
@@ -313,11 +318,26 @@ def train_locator(
             console.print(f"{task.slug}: trained on {n_samples} samples in {timings[task.slug]:.0f} s")
         if not primary:
             return {}
-        metrics = evaluate_locator(data, out, sorted(val_ids), console, problems)
+        metrics = evaluate_locator(data, out, sorted(val_ids), console, problems) if evaluate else {}
     metrics["train_seconds"] = timings
     metrics["problems"] = [p.to_dict() for p in problems]
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def split_studies(
+    data: RsnaData, settings: LocatorSettings, folds_file: str | Path | None = None
+) -> tuple[pd.Series, set[int], set[int]]:
+    """(fold plan, training study ids, validation study ids) of settings.fold; DataError for a bad fold."""
+    folds = fold_plan(
+        labels_long(data.labels), n_folds=settings.n_folds, seed=settings.seed, folds_file=folds_file
+    )
+    n_folds = int(folds.max()) + 1
+    if not 0 <= settings.fold < n_folds:
+        raise DataError(f"fold {settings.fold} is not in 0..{n_folds - 1}")
+    val_ids = set(folds.index[folds == settings.fold].tolist())
+    train_ids = set(folds.index[folds != settings.fold].tolist())
+    return folds, train_ids, val_ids
 
 
 def train_task(

@@ -49,14 +49,21 @@ def train_command(
     folds: str = typer.Option(
         "0", "--fold", "--folds", help="Validation fold: a number, a comma list or 'all'."
     ),
-    epochs: int = typer.Option(
-        D["epochs"], "--epochs", help="Maximum epochs (early stopping may end sooner)."
+    epochs: int | None = typer.Option(
+        D["epochs"],
+        "--epochs",
+        help="Maximum epochs (early stopping may end sooner); default: the architecture's recipe.",
     ),
     head_epochs: int = typer.Option(
         D["head_epochs"], "--head-epochs", help="Epochs of head fine-tuning (feature SMOTE)."
     ),
     batch_size: int = typer.Option(D["batch_size"], "--batch-size", help="Crops per batch (per device)."),
-    lr: float = typer.Option(D["lr"], "--lr", help="Peak learning rate of AdamW (warm-up, then cosine)."),
+    lr: float | None = typer.Option(
+        D["lr"],
+        "--lr",
+        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe "
+        "(2e-3; 6e-3 for EfficientNets).",
+    ),
     patience: int = typer.Option(
         D["patience"], "--patience", help="Epochs without a better validation score before stopping."
     ),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -91,12 +91,12 @@ class TrainConfig:
     class_weights: str = "challenge"
     smote_space: str = "features"
     fold: int = 0
-    epochs: int = 6
+    epochs: int | None = None  # None: the architecture's recipe (models.registry)
     head_epochs: int = 8
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float | None = None  # None: the architecture's recipe
     weight_decay: float = 0.01
-    warmup_epochs: float = 1.0
+    warmup_epochs: float | None = None  # None: the architecture's recipe
     patience: int = 5
     grad_clip: float = 1.0
     seed: int = 0
@@ -130,12 +130,24 @@ class TrainConfig:
             if not ok:
                 raise DataError(f"{name} {getattr(self, name)!r} unknown; use one of {', '.join(allowed)}")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.any_severe < 0 or (self.any_severe > 0 and self.loss != "score"):
             raise DataError(f"any_severe {self.any_severe}: give a weight >= 0, with loss 'score'")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise DataError(f"lr must be positive, got {self.lr}")
+
+    def resolved(self) -> TrainConfig:
+        """This config with lr, warm-up and epochs left unset taken from the architecture's recipe."""
+        from spinegrade.models.registry import recipe_for
+
+        recipe = recipe_for(self.arch)
+        return replace(
+            self,
+            lr=recipe.lr if self.lr is None else self.lr,
+            warmup_epochs=recipe.warmup_epochs if self.warmup_epochs is None else self.warmup_epochs,
+            epochs=recipe.epochs if self.epochs is None else self.epochs,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

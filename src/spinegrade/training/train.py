@@ -19,6 +19,11 @@ trained on, which --tta requires) and the prior-shift factors that move the mode
 the distribution the score expects after balanced weights, oversampling or SMOTE (imbalance.prior_shift;
 applied in validation and in predict). val_predictions.csv holds the corrected predictions,
 val_predictions_raw.csv the model's own, and val_score.json both scores (`score`, `score_raw`).
+
+A `train_cache` (same fold plan) supplies the training rows instead of the cache: crops of the same targets
+cut at other points (cv's jittered or located points), while validation stays on the cache's labelled
+crops. lr, warm-up and epochs left unset come from the architecture's recipe (models.registry). The fold
+plan (CACHE/folds.csv) is copied into every run directory.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spinegrade.crops.cache import CropCache
+from spinegrade.crops.folds import FOLDS_FILE
 from spinegrade.errors import DataError
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.report import _md_table
@@ -176,20 +182,19 @@ def _trainer(
     )
 
 
-def prior_reference(
-    index: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray, *, weighted: bool = True
-) -> dict[str, float]:
-    """Challenge score on the validation rows of the per-level class priors of the training rows; weighted
-    by 1/2/4 (the default) they are the best constant prediction under the score."""
-    priors = level_priors(index.iloc[train_rows], weighted=weighted)
-    targets = index.iloc[val_rows][["study_id", "condition", "level", "severity"]].drop_duplicates(
+def prior_reference(train: pd.DataFrame, val: pd.DataFrame, *, weighted: bool = True) -> dict[str, float]:
+    """Challenge score on the validation rows `val` of the per-level class priors of the training rows
+    `train`; weighted by 1/2/4 (the default) they are the best constant prediction under the score."""
+    priors = level_priors(train, weighted=weighted)
+    targets = val[["study_id", "condition", "level", "severity"]].drop_duplicates(
         ["study_id", "condition", "level"]
     )
     return challenge_score(targets.merge(priors, on=["condition", "level"], how="left"))
 
 
-def _start_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """Create run_dir, refusing one that holds a run, and write config.json and versions.json."""
+def _start_run_dir(run_dir: Path, config: TrainConfig, cache: CropCache) -> None:
+    """Create run_dir, refusing one that holds a run, and write config.json, versions.json and the cache's
+    fold plan (folds.csv)."""
     saved = run_dir / CONFIG
     if rank_zero_only.rank != 0:  # a DDP worker re-running the command: rank 0 has prepared run_dir
         return
@@ -202,6 +207,9 @@ def _start_run_dir(run_dir: Path, config: TrainConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(saved, asdict(config))
     write_json(run_dir / VERSIONS, versions())
+    plan = cache.path / FOLDS_FILE
+    if plan.is_file():
+        write_atomic(run_dir / FOLDS_FILE, plan.read_bytes())
 
 
 def _model_kwargs(config: TrainConfig, data: FoldData) -> dict[str, Any]:
@@ -233,6 +241,8 @@ def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[s
         "priors": data.priors.to_dict("records"),
         "prior_shift": _shift_info(data.prior_shift),
         "stage": "train",
+        "train_points": data.points,
+        "folds_sha256": cache.meta.get("folds_sha256"),
     }
     if data.fit is not data.train:
         info["smote"] = {
@@ -354,9 +364,7 @@ def _finish(run_dir: Path, cache: CropCache, data: FoldData, config: TrainConfig
         "raw": scores_raw,
         "prior_score": data.prior["score"],
         "prior": data.prior,
-        "prior_unweighted": prior_reference(
-            cache.index, data.train.labels.row, data.val.labels.row, weighted=False
-        ),
+        "prior_unweighted": prior_reference(data.train_index, data.val_index, weighted=False),
         "arch": config.arch,
         "imbalance": config.imbalance,
         "fold": config.fold,
@@ -383,17 +391,29 @@ class FoldData:
     prior: dict[str, float]  # the challenge score of the training fold's per-level priors on `val`
     priors: pd.DataFrame  # those priors (challenge-weighted), for best.json
     prior_shift: np.ndarray | None  # factors (5, 3) back to the score's distribution (imbalance.prior_shift)
+    train_index: pd.DataFrame  # index rows of `train` and `val`
+    val_index: pd.DataFrame
+    points: str  # where the training crops were cut: labelled, jittered, located
 
     @classmethod
-    def build(cls, cache: CropCache, config: TrainConfig) -> FoldData:
-        train_rows, val_rows = fold_rows(cache, config.fold)
+    def build(cls, cache: CropCache, config: TrainConfig, train_cache: CropCache | None = None) -> FoldData:
+        source = cache if train_cache is None else train_cache
+        if source.meta.get("folds_sha256") != cache.meta.get("folds_sha256"):
+            raise DataError(
+                f"{source.path} and {cache.path} were cut with different fold plans "
+                f"({source.meta.get('folds_sha256')} vs {cache.meta.get('folds_sha256')}); "
+                "cut both with the same --folds-file"
+            )
+        train_rows, _ = fold_rows(source, config.fold)
+        _, val_rows = fold_rows(cache, config.fold)
         method = config.method
-        labels = Labels.of_rows(cache, train_rows)
-        train = CropDataset(cache.crops, train_rows, labels)
+        labels = Labels.of_rows(source, train_rows)
+        train = CropDataset(source.crops, train_rows, labels)
         fit = train
         if method.sampler == "smote" and not config.feature_smote:
-            fit = _pixel_smote(cache, train_rows, labels, config.seed)
-        mean, std = input_stats(cache.crops, train_rows, config.seed)
+            fit = _pixel_smote(source, train_rows, labels, config.seed)
+        mean, std = input_stats(source.crops, train_rows, config.seed)
+        train_index, val_index = source.index.iloc[train_rows], cache.index.iloc[val_rows]
         sample_weights = (
             oversample_weights(labels.severity, labels.condition) if method.sampler == "oversample" else None
         )
@@ -406,9 +426,12 @@ class FoldData:
             class_weights=weights,
             mean=mean,
             std=std,
-            prior=prior_reference(cache.index, train_rows, val_rows),
-            priors=level_priors(cache.index.iloc[train_rows], weighted=True),
+            prior=prior_reference(train_index, val_index),
+            priors=level_priors(train_index, weighted=True),
             prior_shift=_prior_shift(config, labels, fit.labels, sample_weights, weights),
+            train_index=train_index,
+            val_index=val_index,
+            points=str(source.meta.get("points", "labelled")),
         )
 
 
@@ -440,10 +463,13 @@ def train_run(
     run_dir: Path,
     config: TrainConfig,
     *,
+    train_cache: CropCache | None = None,
     resume: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train one model on one fold into run_dir; returns val_score.json's content ({} on DDP ranks > 0).
+
+    train_cache: take the training rows from this cache (same fold plan; see the module doc).
 
     resume=True continues an interrupted run from run_dir/last.ckpt with its saved config (a finished run
     is returned as it is; a run cut before its first epoch ended starts again).
@@ -456,13 +482,14 @@ def train_run(
     resuming = resume and (run_dir / CONFIG).is_file()
     if resuming:
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    config = config.resolved()
     fold_rows(cache, config.fold)  # a bad fold fails before anything is written
     if config.threads:
         torch.set_num_threads(config.threads)
     if not resuming:
-        _start_run_dir(run_dir, config)
+        _start_run_dir(run_dir, config, cache)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    data = FoldData.build(cache, config)
+    data = FoldData.build(cache, config, train_cache)
     module = _grading_module(config, cache, data)
     info = _model_info(config, cache, data)
     callbacks = [
@@ -475,7 +502,8 @@ def train_run(
     ]
     rank_zero_only(console.print)(
         f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {config.method.name}: {len(data.fit)} "
-        f"training and {len(data.val)} validation crops, k={cache.meta['k']}, {cache.meta['size']} px "
+        f"training ({data.points} points) and {len(data.val)} validation crops, k={cache.meta['k']}, "
+        f"{cache.meta['size']} px, lr {config.lr:g}, {config.epochs} epochs "
         f"-> {run_dir}" + (f" (resuming from {last.name})" if resuming and last.is_file() else ""),
         highlight=False,
     )

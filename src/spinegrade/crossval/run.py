@@ -1,0 +1,379 @@
+"""Cross-validate the whole pipeline: per fold, train the locators and classifiers on the other folds,
+locate the fold's studies, crop at the located points and grade them - the score a user can expect.
+
+Stages (each one's files under OUT, reused by a resumed run):
+  1. plan: OUT/folds.csv, the dataset's fold plan (or --folds-file), read by every later stage;
+  2. prepare: OUT/cache, crops at the labelled points (the classifiers' validation and "oracle" crops);
+  3. locators: OUT/fold<f>/locator, trained on the other folds (all folds when training points need
+     every study's out-of-fold located point);
+  4. locate: OUT/fold<f>/points.csv, each validation study located and compared with its labels;
+  5. training points: OUT/train_points_<mode>, crops at jittered or located points (crossval.points);
+  6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds;
+  7. grade: the fold's studies graded end to end from the located points (prediction's grading, priors of
+     the training folds for whatever cannot be graded), and at the labelled points (the runs' validation
+     predictions); then the report (crossval.report).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
+from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
+from spinegrade.crossval.report import build_report, render_markdown
+from spinegrade.data.tables import RsnaData, labels_long, load_rsna
+from spinegrade.errors import DataError, Problem
+from spinegrade.evaluation.priors import level_priors
+from spinegrade.fileio import write_atomic, write_csv_atomic
+from spinegrade.localization.settings import LocatorSettings
+from spinegrade.prediction.results import StudyResult
+from spinegrade.prediction.studies import StudyPlan, series_type
+from spinegrade.vocab import SEVERITIES
+
+SETTINGS_FILE: Final = "cv.json"
+FLOOR_FILE: Final = "oracle_submission.csv"  # a phantom's Bayes floor, beside its train.csv
+LOCATED_FILE: Final = "located.csv"
+POINTS_FILE: Final = "points.csv"
+
+
+@dataclass(frozen=True)
+class CvSettings:
+    """What `spinegrade cv` trains and how (saved as OUT/cv.json)."""
+
+    n_folds: int = DEFAULT_FOLDS
+    folds: tuple[int, ...] | None = None  # the folds graded (None: all); locators may need all
+    seed: int = 0
+    archs: tuple[str, ...] = ("efficientnet_b0",)
+    imbalance: str = "class-weights"
+    # Where training crops are cut; the first is the headline, several compare them. located measured best
+    # (README: 45-study phantom, 3 folds: end to end 0.482 vs 0.582 jittered and 0.609 labelled).
+    train_points: tuple[str, ...] = ("located",)
+    size: int = DEFAULT_SIZE
+    k: int = DEFAULT_K
+    epochs: int | None = None  # None: each architecture's recipe
+    batch_size: int = 32
+    locator: LocatorSettings = field(default_factory=LocatorSettings)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    workers: int = 0  # processes reading studies ahead / cutting crops (0: in this process)
+    threads: int = 1  # torch CPU threads
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
+        if unknown or not self.train_points:
+            raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
+        if not self.archs:
+            raise DataError("cv needs at least one architecture")
+
+
+@contextmanager
+def _stage(console: Console, timings: dict[str, float], name: str) -> Iterator[None]:
+    console.rule(f"[bold]cv: {name}")
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 1)
+    console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
+
+
+def _progress(console: Console) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
+def study_plans(data: RsnaData, study_ids: Sequence[int]) -> list[StudyPlan]:
+    """The reading plans of train-split studies, typed from train_series_descriptions.csv."""
+    d = data.descriptions
+    return [
+        StudyPlan(
+            int(s),
+            tuple(
+                (series_type(r.series_description), data.series_folder(s, r.series_id))
+                for r in d[d["study_id"] == s].itertuples(index=False)
+            ),
+        )
+        for s in study_ids
+    ]
+
+
+def fold_priors(long: pd.DataFrame, folds: pd.Series, fold: int) -> pd.DataFrame:
+    """The weight-optimal per-level priors of the training folds' labels (never the held-out fold's)."""
+    return level_priors(long[long["study_id"].map(folds) != fold], weighted=True)
+
+
+def prior_rows(study_id: int, priors: pd.DataFrame) -> pd.DataFrame:
+    """A study's 25 submission rows holding the priors (the same rows `predict` writes)."""
+    grades = priors[["condition", "level", *SEVERITIES]].assign(source="prior")
+    return StudyResult(int(study_id), pd.DataFrame(), grades).rows()
+
+
+def _run_name(arch: str, points: str) -> str:
+    return f"{arch}__{points}"
+
+
+def locate_fold(
+    data: RsnaData, locator_dir: Path, study_ids: Sequence[int], workers: int, console: Console
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
+    """(located points with study_id, POINT_COLUMNS errors, problems) of the studies with one locator."""
+    from spinegrade.localization.locate import load_locator, locate_study
+    from spinegrade.prediction.readahead import read_studies
+
+    locator = load_locator(locator_dir)
+    coordinates = data.coordinates
+    located, errors, problems = [], [], []
+    with _progress(console) as bar:
+        task = bar.add_task(f"locating {locator_dir.parent.name}", total=len(study_ids))
+        for images in read_studies(study_plans(data, study_ids), workers):
+            problems += images.problems
+            try:
+                found = locate_study(images.series_by_type, locator).assign(study_id=images.study_id)
+                truth = coordinates[coordinates["study_id"] == images.study_id]
+                errors.append(located_errors(found, truth, images.series_by_id()))
+                located.append(found)
+            except Exception as exc:  # one study's odd geometry must not stop the others
+                problems.append(
+                    Problem("locate_failed", f"{type(exc).__name__}: {exc}", study_id=images.study_id)
+                )
+            bar.advance(task)
+    empty = pd.DataFrame(columns=list(POINT_COLUMNS))
+    return (
+        pd.concat(located, ignore_index=True) if located else pd.DataFrame(columns=["study_id"]),
+        pd.concat(errors, ignore_index=True) if errors else empty,
+        problems,
+    )
+
+
+def cross_validate(
+    data_dir: str | Path,
+    out: str | Path,
+    settings: CvSettings = CvSettings(),
+    *,
+    folds_file: str | Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run every stage (module doc) into OUT and return report.json's content."""
+    from spinegrade.crops.prepare import crop_plan, prepare
+    from spinegrade.crossval.points import training_points
+    from spinegrade.localization.train import train_locator
+    from spinegrade.runtime import torch_threads
+    from spinegrade.training.runs import TrainConfig, versions, write_json
+    from spinegrade.training.train import train_run
+
+    console = console or Console(soft_wrap=True)
+    data_dir, out = Path(data_dir), Path(out)
+    data = load_rsna(data_dir, "train")
+    if not data.has_images:
+        raise DataError(f"{data.image_dir} is missing: cv needs the DICOM images next to train.csv")
+    if (out / SETTINGS_FILE).is_file() and not resume:
+        raise DataError(
+            f"{out} holds a cv run ({SETTINGS_FILE}); pass --resume to continue it or another --out"
+        )
+    long = labels_long(data.labels)
+    folds = fold_plan(long, n_folds=settings.n_folds, seed=settings.seed, folds_file=folds_file)
+    n_folds = int(folds.max()) + 1
+    graded = list(settings.folds) if settings.folds is not None else list(range(n_folds))
+    bad = [f for f in graded if not 0 <= f < n_folds]
+    if bad or not graded:
+        raise DataError(f"--folds {bad or graded}: the plan has folds 0..{n_folds - 1}")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / FOLDS_FILE
+    write_folds(plan_file, folds)
+    write_json(
+        out / SETTINGS_FILE,
+        {"data_dir": str(data_dir), "settings": asdict(settings), "folds": plan_summary(folds), **versions()},
+    )
+    needs_all = any(mode != "labelled" for mode in settings.train_points)
+    located_folds = list(range(n_folds)) if needs_all else graded
+    timings: dict[str, float] = {}
+    problems: list[Problem] = []
+
+    with torch_threads(settings.threads):
+        with _stage(console, timings, "prepare (labelled points)"):
+            cache = prepare(
+                data_dir,
+                out / "cache",
+                k=settings.k,
+                size=settings.size,
+                folds_file=plan_file,
+                seed=settings.seed,
+                workers=max(settings.workers, 1),
+                console=console,
+            )
+        with _stage(console, timings, f"locators (folds {','.join(map(str, located_folds))})"):
+            for fold in located_folds:
+                console.print(f"fold {fold}: locators trained on the other folds")
+                train_locator(
+                    data_dir,
+                    out / f"fold{fold}" / "locator",
+                    replace(settings.locator, fold=fold, n_folds=n_folds, seed=settings.seed),
+                    accelerator=settings.accelerator,
+                    devices=int(settings.devices) if settings.devices.isdigit() else settings.devices,
+                    threads=settings.threads,
+                    folds_file=plan_file,
+                    evaluate=False,
+                    progress=console.is_terminal,
+                )
+        with _stage(console, timings, "locate held-out studies"):
+            located, points = {}, []
+            for fold in located_folds:
+                fold_dir = out / f"fold{fold}"
+                if resume and (fold_dir / LOCATED_FILE).is_file() and (fold_dir / POINTS_FILE).is_file():
+                    located[fold] = pd.read_csv(fold_dir / LOCATED_FILE)
+                    errors = pd.read_csv(fold_dir / POINTS_FILE)
+                else:
+                    ids = sorted(folds.index[folds == fold])
+                    located[fold], errors, found = locate_fold(
+                        data, fold_dir / "locator", ids, settings.workers, console
+                    )
+                    problems += found
+                    write_csv_atomic(located[fold], fold_dir / LOCATED_FILE)
+                    write_csv_atomic(errors, fold_dir / POINTS_FILE)
+                points.append(errors.assign(fold=fold))
+            all_points = pd.concat(points, ignore_index=True)
+        train_caches = {}
+        for mode in (m for m in settings.train_points if m != "labelled"):
+            with _stage(console, timings, f"training crops at {mode} points"):
+                rows, _ = crop_plan(data, folds_file=plan_file)
+                moved = training_points(rows, all_points, mode, seed=settings.seed)
+                train_caches[mode] = prepare(
+                    data_dir,
+                    out / f"train_points_{mode}",
+                    k=settings.k,
+                    size=settings.size,
+                    folds_file=plan_file,
+                    points=moved,
+                    workers=max(settings.workers, 1),
+                    console=console,
+                )
+        with _stage(console, timings, "classifiers"):
+            base = TrainConfig(
+                imbalance=settings.imbalance,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+                accelerator=settings.accelerator,
+                devices=settings.devices,
+                threads=settings.threads,
+            )
+            for fold in graded:
+                for mode in settings.train_points:
+                    for arch in settings.archs:
+                        train_run(
+                            cache,
+                            out / f"fold{fold}" / "classifiers" / _run_name(arch, mode),
+                            replace(base, arch=arch, fold=fold),
+                            train_cache=train_caches.get(mode),
+                            resume=True,
+                            console=console,
+                        )
+        with _stage(console, timings, "grade held-out studies"):
+            submissions = grade_folds(data, out, folds, graded, located, settings, long, console)
+    for name, frame in submissions.items():
+        write_csv_atomic(frame, out / f"oof_{name}submission.csv")
+    shown = all_points[all_points["fold"].isin(graded)]
+    write_csv_atomic(shown, out / "oof_points.csv")
+    named = _named(submissions, settings.train_points)
+    floor = data_dir / FLOOR_FILE
+    if floor.is_file():
+        named["floor (phantom's true probabilities)"] = pd.read_csv(floor)
+    main = settings.train_points[0]
+    gaps = {
+        f"end to end - oracle points ({mode} training points)": (
+            f"end to end ({mode})",
+            f"oracle points ({mode})",
+        )
+        for mode in settings.train_points
+    }
+    report = build_report(
+        data.labels,
+        named,
+        error_summary(shown),
+        gaps=gaps,
+        n_boot=settings.n_boot,
+        seed=settings.seed,
+        extra={
+            "headline": f"end to end ({main})",
+            "folds_graded": graded,
+            "folds": plan_summary(folds),
+            "settings": asdict(settings),
+            "timings_s": timings,
+            "problems": [p.to_dict() for p in problems],
+        },
+    )
+    write_atomic(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(out / "report.md", render_markdown(report))
+    console.print(render_markdown(report), markup=False, highlight=False)
+    return report
+
+
+def _named(submissions: dict[str, pd.DataFrame], modes: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The report's entries: end to end and oracle per training-points mode, then the prior."""
+    named = {}
+    for mode in modes:
+        named[f"end to end ({mode})"] = submissions[_file_key("", mode, modes)]
+        named[f"oracle points ({mode})"] = submissions[_file_key("oracle_", mode, modes)]
+    named["prior (training folds)"] = submissions["prior_"]
+    return named
+
+
+def _file_key(kind: str, mode: str, modes: Sequence[str]) -> str:
+    """oof_<key>submission.csv: the headline mode's files unnamed, the others' named by their mode."""
+    return kind if mode == modes[0] else f"{kind}{mode}_"
+
+
+def grade_folds(
+    data: RsnaData,
+    out: Path,
+    folds: pd.Series,
+    graded: Sequence[int],
+    located: dict[int, pd.DataFrame],
+    settings: CvSettings,
+    long: pd.DataFrame,
+    console: Console,
+) -> dict[str, pd.DataFrame]:
+    """Every graded fold's studies, end to end (located points) and at the labelled points, per training
+    points mode, plus the training folds' priors: file key -> submission rows."""
+    from spinegrade.prediction.grade import Ensemble
+    from spinegrade.prediction.grading import grade_study
+    from spinegrade.prediction.readahead import read_studies
+
+    parts: dict[str, list[pd.DataFrame]] = {}
+    modes = settings.train_points
+    for fold in graded:
+        priors = fold_priors(long, folds, fold)
+        ids = sorted(folds.index[folds == fold])
+        runs = {
+            mode: [out / f"fold{fold}" / "classifiers" / _run_name(a, mode) for a in settings.archs]
+            for mode in modes
+        }
+        ensembles = {mode: Ensemble.load(paths) for mode, paths in runs.items()}
+        by_study = dict(tuple(located[fold].groupby("study_id"))) if len(located[fold]) else {}
+        with _progress(console) as bar:
+            task = bar.add_task(f"grading fold {fold}", total=len(ids))
+            for images in read_studies(study_plans(data, ids), settings.workers):
+                points = by_study.get(images.study_id, pd.DataFrame())
+                for mode in modes:
+                    result = grade_study(images, lambda _s, p=points: p, ensembles[mode], priors)
+                    parts.setdefault(_file_key("", mode, modes), []).append(result.rows())
+                bar.advance(task)
+        fallback = pd.concat([prior_rows(s, priors) for s in ids], ignore_index=True)
+        parts.setdefault("prior_", []).append(fallback)
+        for mode in modes:
+            oracle = pd.concat([pd.read_csv(r / "val_predictions.csv") for r in runs[mode]])
+            oracle = oracle.groupby("row_id", sort=False)[list(SEVERITIES)].mean()
+            rows = fallback.set_index("row_id")
+            rows.update(oracle)
+            parts.setdefault(_file_key("oracle_", mode, modes), []).append(rows.reset_index())
+    return {key: pd.concat(frames, ignore_index=True) for key, frames in parts.items()}

@@ -1,0 +1,123 @@
+"""cv's parts: located-point errors on real phantom series, training points, the report on common studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinegrade.crossval.points import POINT_COLUMNS, error_summary, located_errors, training_points
+from spinegrade.crossval.report import build_report, render_markdown
+from spinegrade.crossval.run import fold_priors, prior_rows, study_plans
+from spinegrade.data.tables import labels_long, load_rsna
+from spinegrade.evaluation.score import score_submission
+from spinegrade.prediction.studies import read_study
+from spinegrade.vocab import SEVERITIES
+
+
+def test_located_errors_measure_signed_offsets_in_mm_and_slices(tiny_phantom: Path) -> None:
+    data = load_rsna(tiny_phantom, "train")
+    study = int(data.labels["study_id"].iloc[0])
+    images = read_study(study_plans(data, [study])[0])
+    series = images.series_by_id()
+    truth = data.coordinates[data.coordinates["study_id"] == study]
+    exact = located_errors(_as_located(truth, series, dx=0, dslice=0), truth, series)
+    moved = located_errors(_as_located(truth, series, dx=3, dslice=1), truth, series)
+    assert len(exact) == len(truth) and list(exact.columns) == list(POINT_COLUMNS)
+    assert np.allclose(exact["error_mm"], 0, atol=1e-6) and (exact["dslice"] == 0).all()
+    sagittal = moved["series_type"] != "Axial T2"
+    assert np.allclose(moved["dx_mm"], 3 * moved["spacing_x"]) and (moved["dslice"] == 1).all()
+    assert (moved.loc[sagittal, "error_mm"] > moved.loc[sagittal, "dx_mm"]).all()  # the slice adds to it
+    summary = error_summary(moved)
+    assert summary["overall"]["exact_slice_share"] == 0 and summary["overall"]["within_1_slice_share"] == 1
+
+
+def _as_located(truth: pd.DataFrame, series: dict, dx: float, dslice: int) -> pd.DataFrame:
+    """The labelled points as locate_study would return them, moved by dx pixels and dslice slices."""
+    from spinegrade.crops.extract import label_to_pixel
+
+    rows = []
+    for r in truth.itertuples(index=False):
+        s = series[str(r.series_id)]
+        index, x, y = label_to_pixel(s, int(r.instance_number), r.x, r.y)
+        rows.append((r.study_id, r.condition, r.level, str(r.series_id), index + dslice, x + dx, y))
+    columns = ["study_id", "condition", "level", "series_id", "slice_index", "x", "y"]
+    return pd.DataFrame(rows, columns=columns).astype({"series_id": np.int64})
+
+
+def _points(n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "study_id": np.arange(n) // 2,
+            "condition": "spinal_canal_stenosis",
+            "level": np.where(np.arange(n) % 2, "l1_l2", "l2_l3"),
+            "series_type": "Sagittal T2/STIR",
+            "series_id": 7,
+            "slice_index": 5.0,
+            "x": 30.0,
+            "y": 40.0,
+            "spacing_x": 0.5,
+            "spacing_y": 0.25,
+            "n_slices": 10,
+            "located": True,
+            "series_id_loc": 7.0,
+            "slice_index_loc": 6.0,
+            "x_loc": 31.0,
+            "y_loc": 38.0,
+            "error_mm": 1.0,
+            "slice_error": 1.0,
+            "dx_mm": rng.choice([1.0, -2.0], n),
+            "dy_mm": 0.5,
+            "dslice": rng.choice([-9.0, 1.0], n),
+        }
+    )
+    return frame[list(POINT_COLUMNS)]
+
+
+def test_training_points_move_labels_by_measured_offsets_or_to_located_points() -> None:
+    points = _points()
+    rows = points[["study_id", "condition", "level", "series_id", "x", "y"]].assign(
+        severity=0, instance_number=1, series_description="Sagittal T2/STIR"
+    )
+    rows = pd.concat([rows, rows.iloc[:1].assign(study_id=99)], ignore_index=True)  # never located
+    located = training_points(rows, points, "located")
+    assert len(located) == len(points) and located.attrs["kind"] == "located"
+    assert (located[["slice_index", "x", "y"]].to_numpy() == [6.0, 31.0, 38.0]).all()
+    jittered = training_points(rows, points, "jittered", seed=1)
+    dx_mm = (jittered["x"] - 30.0) * 0.5
+    assert set(np.round(dx_mm, 6)) == {1.0, -2.0}
+    assert np.allclose((jittered["y"] - 40.0) * 0.25, 0.5)
+    assert set(jittered["slice_index"]) == {0.0, 6.0}  # 5 - 9 clipped to the first slice
+    assert not jittered.equals(training_points(rows, points, "jittered", seed=2))
+
+
+def test_report_scores_every_entry_on_the_studies_all_of_them_predict(tiny_phantom: Path) -> None:
+    data = load_rsna(tiny_phantom, "train")
+    long = labels_long(data.labels)
+    folds = pd.Series(np.arange(len(data.labels)) % 2, index=data.labels["study_id"])
+    priors = fold_priors(long, folds, 0)
+    studies = data.labels["study_id"].tolist()
+    prior = pd.concat([prior_rows(s, priors) for s in studies], ignore_index=True)
+    sharp = prior.copy()
+    sharp[list(SEVERITIES)] = [0.98, 0.01, 0.01]
+    partial = sharp[sharp["row_id"].str.startswith(f"{studies[0]}_")]
+    points = _points()
+    report = build_report(
+        data.labels,
+        {"prior": prior, "sharp": partial},
+        error_summary(points),
+        gaps={"prior - sharp": ("prior", "sharp")},
+        n_boot=50,
+    )
+    assert report["scores"]["prior"]["n_studies"] == 1
+    one = data.labels[data.labels["study_id"] == studies[0]]
+    expected = score_submission(one, prior[prior["row_id"].str.startswith(f"{studies[0]}_")])
+    assert report["scores"]["prior"]["score"]["value"] == pytest.approx(expected["score"])
+    assert report["gaps"]["prior - sharp"] == pytest.approx(
+        report["scores"]["prior"]["score"]["value"] - report["scores"]["sharp"]["score"]["value"]
+    )
+    text = render_markdown(report)
+    assert "| sharp |" in text and "Sagittal T2/STIR" in text
