@@ -11,9 +11,6 @@ resumes what is already done.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from spinegrade.runtime import timed_stage
 
 PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
@@ -64,15 +63,6 @@ QUICK = DemoSettings(
 )
 
 
-@contextmanager
-def _stage(console: Console, timings: dict[str, float], name: str) -> Iterator[None]:
-    console.rule(f"[bold]{name}")
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 1)
-    console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
-
-
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
     from spinegrade.crossval.run import CvSettings, cross_validate
@@ -88,11 +78,11 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     data, cv_dir = out / "data", out / "cv"
     timings: dict[str, float] = {}
 
-    with _stage(console, timings, "phantom"):
+    with timed_stage(console, timings, "phantom"):
         write_phantom(
             data, settings.studies, settings.seed, size=settings.image_px, test_studies=settings.test_studies
         )
-    with _stage(console, timings, "inspect"):
+    with timed_stage(console, timings, "inspect"):
         print_report(inspect_dataset(data, progress=False))
     cv_settings = CvSettings(
         n_folds=settings.folds,
@@ -111,10 +101,10 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         ),
         n_boot=settings.n_boot,
     )
-    with _stage(console, timings, "cross-validate (end to end)"):
+    with timed_stage(console, timings, "cross-validate (end to end)"):
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
     runs = [cv_dir / f"fold{f}" / "classifiers" for f in range(settings.folds)]
-    with _stage(console, timings, "predict test studies"):
+    with timed_stage(console, timings, "predict test studies"):
         predicted = predict(
             data, runs, cv_dir / "fold0" / "locator", out / "submission.csv", details=out / "studies"
         )
@@ -122,7 +112,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         pages = write_views(
             predicted.details, labels=truth / "test.csv", coords=truth / "test_label_coordinates.csv"
         )
-    with _stage(console, timings, "score test predictions"):
+    with timed_stage(console, timings, "score test predictions"):
         truth = data / "phantom_truth" / "test.csv"
         evaluate_submission(truth, predicted.submission, out=out / "reports" / "test")
         test = held_out_scores(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @contextmanager
@@ -21,3 +26,15 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def timed_stage(
+    console: Console, timings: dict[str, float], name: str, *, prefix: str = ""
+) -> Iterator[None]:
+    """A long stage under a rule titled `prefix + name`; its wall seconds go into timings[name], shown."""
+    console.rule(f"[bold]{prefix}{name}")
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 1)
+    console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")

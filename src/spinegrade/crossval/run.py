@@ -17,9 +17,7 @@ Stages (each one's files under OUT, reused by a resumed run):
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +38,7 @@ from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.prediction.results import StudyResult
 from spinegrade.prediction.studies import StudyPlan, series_type
+from spinegrade.runtime import timed_stage
 from spinegrade.vocab import SEVERITIES
 
 SETTINGS_FILE: Final = "cv.json"
@@ -77,15 +76,6 @@ class CvSettings:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
         if not self.archs:
             raise DataError("cv needs at least one architecture")
-
-
-@contextmanager
-def _stage(console: Console, timings: dict[str, float], name: str) -> Iterator[None]:
-    console.rule(f"[bold]cv: {name}")
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 1)
-    console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
 
 
 def _progress(console: Console) -> Progress:
@@ -201,7 +191,7 @@ def cross_validate(
     problems: list[Problem] = []
 
     with torch_threads(settings.threads):
-        with _stage(console, timings, "prepare (labelled points)"):
+        with timed_stage(console, timings, "prepare (labelled points)", prefix="cv: "):
             cache = prepare(
                 data_dir,
                 out / "cache",
@@ -212,7 +202,9 @@ def cross_validate(
                 workers=max(settings.workers, 1),
                 console=console,
             )
-        with _stage(console, timings, f"locators (folds {','.join(map(str, located_folds))})"):
+        with timed_stage(
+            console, timings, f"locators (folds {','.join(map(str, located_folds))})", prefix="cv: "
+        ):
             for fold in located_folds:
                 console.print(f"fold {fold}: locators trained on the other folds")
                 train_locator(
@@ -226,7 +218,7 @@ def cross_validate(
                     evaluate=False,
                     progress=console.is_terminal,
                 )
-        with _stage(console, timings, "locate held-out studies"):
+        with timed_stage(console, timings, "locate held-out studies", prefix="cv: "):
             located, points = {}, []
             for fold in located_folds:
                 fold_dir = out / f"fold{fold}"
@@ -245,7 +237,7 @@ def cross_validate(
             all_points = pd.concat(points, ignore_index=True)
         train_caches = {}
         for mode in (m for m in settings.train_points if m != "labelled"):
-            with _stage(console, timings, f"training crops at {mode} points"):
+            with timed_stage(console, timings, f"training crops at {mode} points", prefix="cv: "):
                 rows, _ = crop_plan(data, folds_file=plan_file)
                 moved = training_points(rows, all_points, mode, seed=settings.seed)
                 train_caches[mode] = prepare(
@@ -258,7 +250,7 @@ def cross_validate(
                     workers=max(settings.workers, 1),
                     console=console,
                 )
-        with _stage(console, timings, "classifiers"):
+        with timed_stage(console, timings, "classifiers", prefix="cv: "):
             base = TrainConfig(
                 imbalance=settings.imbalance,
                 epochs=settings.epochs,
@@ -279,7 +271,7 @@ def cross_validate(
                             resume=True,
                             console=console,
                         )
-        with _stage(console, timings, "grade held-out studies"):
+        with timed_stage(console, timings, "grade held-out studies", prefix="cv: "):
             submissions = grade_folds(data, out, folds, graded, located, settings, long, console)
     for name, frame in submissions.items():
         write_csv_atomic(frame, out / f"oof_{name}submission.csv")
