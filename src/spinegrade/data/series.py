@@ -58,7 +58,10 @@ _PIXEL_DATA = 0x7FE00010
 SET_ASIDE_KINDS: Final = ("foreign_series", "localiser", "partial_geometry", "duplicate_position")
 STACK_ANGLE_DEG: Final = 1.0  # slices within this angle (row and column directions) share a stack
 STACK_OFFSET_MM: Final = 2.0  # ... and the same in-plane offset of their origins (they lie along one normal)
-BLOCK_ANGLE_DEG: Final = 45.0  # stacks tilted more than this from the main one are localisers, set aside
+# Stacks tilted more than this from the main one are localisers, set aside. Angled lumbar blocks follow
+# the discs, and lordosis tilts the L5/S1 block up to about 45 degrees from the upper ones (a phantom study
+# lost its L5/S1 block at 45); localisers are orthogonal to the series (about 90 degrees).
+BLOCK_ANGLE_DEG: Final = 60.0
 DUPLICATE_MM: Final = 0.1  # slices of one stack closer than this along the normal are duplicates
 T = TypeVar("T")
 
