@@ -22,7 +22,13 @@ from spinegrade.training import train as train_lib
 from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
 from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
-from spinegrade.training.datamodule import fold_rows, input_stats
+from spinegrade.training.datamodule import (
+    CropDataset,
+    Labels,
+    StudyGroupedSampler,
+    fold_rows,
+    input_stats,
+)
 from spinegrade.training.imbalance import apply_prior_shift, class_weights, prior_shift
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
@@ -257,6 +263,37 @@ def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache,
     assert np.isfinite(result["score"])
     with pytest.raises(DataError, match="any_severe"):
         _config(any_severe=1.0)  # the term belongs to loss 'score'
+
+
+def test_batches_carry_the_study_of_their_own_cache_rows(cache: CropCache) -> None:
+    rows = np.arange(len(cache.index))[::-1][:40]  # any order: a training cache's rows need not match
+    labels = Labels.of_rows(cache, rows)
+    batch = CropDataset(cache.crops, rows, labels).__getitems__(list(range(10)))
+    assert batch["study"].tolist() == cache.index["study_id"].to_numpy()[rows[:10]].tolist()
+    grown = labels.with_synthetic(
+        *(np.concatenate([a, a[:3]]) for a in (labels.condition, labels.level, labels.severity))
+    )
+    assert grown.study[-3:].tolist() == [-1, -1, -1] and grown.row[:40].tolist() == rows.tolist()
+
+
+def test_study_grouped_sampler_keeps_each_studys_spinal_crops_together() -> None:
+    spinal, other = CONDITIONS.index("spinal_canal_stenosis"), CONDITIONS.index("left_subarticular_stenosis")
+    study = np.repeat([7, 8, 9, -1], [9, 9, 9, 4])  # 5 spinal + 4 other crops per study, 4 synthetic
+    condition = np.array(([spinal] * 5 + [other] * 4) * 3 + [spinal] * 4)
+    zeros = np.zeros(len(study), np.int64)
+    sampler = StudyGroupedSampler(
+        Labels(condition, zeros, zeros, zeros, study), torch.Generator().manual_seed(0)
+    )
+    epochs = [list(sampler) for _ in range(2)]
+    assert len(sampler) == len(study)
+    for order in epochs:
+        assert sorted(order) == list(range(len(study)))
+        for s in (7, 8, 9):
+            where = [i for i, item in enumerate(order) if study[item] == s and condition[item] == spinal]
+            assert where == list(range(where[0], where[0] + 5)), s
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    with pytest.raises(DataError, match="oversampling"):
+        _config(loss="score", any_severe=1.0, imbalance="oversample")
 
 
 def test_train_command_compares_two_combinations(cache: CropCache, tmp_path: Path) -> None:

@@ -113,7 +113,8 @@ def train_command(
     any_severe: float = typer.Option(
         D["any_severe"],
         "--any-severe",
-        help="Weight of a per-study any_severe_spinal term in the batch (with --loss score).",
+        help="Weight of a per-study any_severe_spinal term (with --loss score); batches then keep each "
+        "study's spinal crops together.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from spinegrade.crops.cache import CropCache
 from spinegrade.errors import DataError
@@ -38,12 +38,23 @@ def codes(index: pd.DataFrame, column: str, names: tuple[str, ...], where: str) 
 
 @dataclass(frozen=True)
 class Labels:
-    """Per-item labels of a dataset; row = the item's row in the cache index (-1 for synthetic items)."""
+    """Per-item labels of a dataset; row = the item's row in its cache's index and study its study id
+    (both -1 for synthetic items)."""
 
     condition: np.ndarray
     level: np.ndarray
     severity: np.ndarray
     row: np.ndarray
+    study: np.ndarray
+
+    def with_synthetic(self, condition: np.ndarray, level: np.ndarray, severity: np.ndarray) -> Labels:
+        """The labels of resampled items: these items first (as resamplers return them), then synthetic
+        ones, whose row and study are -1."""
+        n_synthetic = len(severity) - len(self.severity)
+        pad = np.full(n_synthetic, -1, dtype=np.int64)
+        return Labels(
+            condition, level, severity, np.concatenate([self.row, pad]), np.concatenate([self.study, pad])
+        )
 
     @classmethod
     def of_rows(cls, cache: CropCache, rows: np.ndarray) -> Labels:
@@ -54,6 +65,7 @@ class Labels:
             level=codes(part, "level", LEVELS, where),
             severity=part["severity"].to_numpy(np.int64),
             row=np.asarray(rows, dtype=np.int64),
+            study=part["study_id"].to_numpy(np.int64),
         )
 
 
@@ -78,10 +90,32 @@ class CropDataset(Dataset):
             "level": torch.from_numpy(self.labels.level[items]),
             "severity": torch.from_numpy(self.labels.severity[items]),
             "row": torch.from_numpy(self.labels.row[items]),
+            "study": torch.from_numpy(self.labels.study[items]),
         }
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([item]).items()}
+
+
+class StudyGroupedSampler(Sampler[int]):
+    """A random order of items in which each study's spinal items stay next to each other, so that a batch
+    holds a study's spinal levels together (the any_severe_spinal term of loss "score" takes their
+    maximum); every other item, synthetic ones included, is a group of its own. A group is split only
+    where it straddles two batches."""
+
+    def __init__(self, labels: Labels, generator: torch.Generator) -> None:
+        spinal = (labels.condition == CONDITIONS.index("spinal_canal_stenosis")) & (labels.study >= 0)
+        key = np.where(spinal, labels.study, -1 - np.arange(len(labels.study)))  # -1-i: a group of one
+        _, self.group = np.unique(key, return_inverse=True)
+        self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        rank = torch.randperm(self.n_groups, generator=self.generator).numpy()
+        return iter(np.argsort(rank[self.group], kind="stable").tolist())
 
 
 def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,7 +151,8 @@ def input_stats(crops: np.ndarray, rows: np.ndarray, seed: int) -> tuple[float, 
 
 
 class CropDataModule(pl.LightningDataModule):
-    """Training and validation loaders; `sample_weights` (per training item) switch to a weighted sampler."""
+    """Training and validation loaders; `sample_weights` (per training item) switch to a weighted sampler,
+    `group_studies` to StudyGroupedSampler."""
 
     def __init__(
         self,
@@ -127,16 +162,17 @@ class CropDataModule(pl.LightningDataModule):
         batch_size: int,
         workers: int = 0,
         sample_weights: np.ndarray | None = None,
+        group_studies: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if group_studies and sample_weights is not None:
+            raise DataError("a weighted sampler draws crops one at a time: it cannot keep studies together")
         self.train, self.val = train, val
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
-        self.sample_weights = sample_weights
+        self.sample_weights, self.group_studies = sample_weights, group_studies
 
-    def _loader(
-        self, dataset: Dataset, sampler: torch.utils.data.Sampler | None, drop_last: bool
-    ) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler[int] | None, drop_last: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -150,8 +186,11 @@ class CropDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        if self.sample_weights is None:
-            sampler: torch.utils.data.Sampler = RandomSampler(self.train, generator=generator)
+        sampler: Sampler[int]
+        if self.group_studies:
+            sampler = StudyGroupedSampler(self.train.labels, generator)
+        elif self.sample_weights is None:
+            sampler = RandomSampler(self.train, generator=generator)
         else:
             sampler = WeightedRandomSampler(
                 torch.as_tensor(self.sample_weights, dtype=torch.double),

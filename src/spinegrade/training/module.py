@@ -11,7 +11,9 @@ Two losses (`loss`): `weighted-ce` pools every row in one class-weighted cross-e
 a fifth of the rows, so about 20% of it); `score` weights the batch as the challenge does: the class-weighted
 cross-entropy of each condition group (spinal, foraminal, subarticular) and, with `any_severe` > 0, a
 per-study any_severe_spinal term (the max severe probability over the study's spinal rows in the batch,
-a weighted binary log loss, scaled by `any_severe`), averaged over the terms the batch has.
+a weighted binary log loss, scaled by `any_severe`), averaged over the terms the batch has. With
+`any_severe` > 0 training batches keep each study's spinal crops together (StudyGroupedSampler), so the
+max is taken over a study's levels, not over the one or two of them a random batch would hold.
 """
 
 from __future__ import annotations
@@ -130,8 +132,6 @@ class ScoredModule(pl.LightningModule):
         self.register_buffer("class_weights", weights.float(), persistent=False)
         shift = np.ones((len(CONDITIONS), len(SEVERITIES))) if prior_shift is None else prior_shift
         self.register_buffer("log_shift", torch.as_tensor(np.log(shift)).float(), persistent=False)
-        study = torch.tensor(cache_index["study_id"].to_numpy(np.int64))
-        self.register_buffer("row_study", study, persistent=False)
         self.val_result: dict[str, Any] = {}
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._loss_sum = torch.zeros(2)
@@ -147,10 +147,8 @@ class ScoredModule(pl.LightningModule):
         severity = batch["severity"]
         if self.loss_name == "weighted-ce":
             return F.cross_entropy(logits.float(), severity, weight=self.class_weights)
-        row = batch["row"]
-        study = torch.where(row >= 0, self.row_study[row.clamp(min=0)], torch.full_like(row, -1))
         return score_loss(
-            logits.float(), severity, batch["condition"], study, self.class_weights, self.any_severe
+            logits.float(), severity, batch["condition"], batch["study"], self.class_weights, self.any_severe
         )
 
     def on_train_epoch_start(self) -> None:

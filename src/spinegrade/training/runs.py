@@ -134,6 +134,11 @@ class TrainConfig:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.any_severe < 0 or (self.any_severe > 0 and self.loss != "score"):
             raise DataError(f"any_severe {self.any_severe}: give a weight >= 0, with loss 'score'")
+        if self.any_severe > 0 and parse_imbalance(self.imbalance).sampler == "oversample":
+            raise DataError(
+                "any_severe needs a study's spinal crops in one batch, and oversampling draws crops one at "
+                "a time: use it with class weights or smote"
+            )
         if self.lr is not None and not self.lr > 0:
             raise DataError(f"lr must be positive, got {self.lr}")
 

@@ -294,8 +294,7 @@ def _pixel_smote(cache: CropCache, rows: np.ndarray, labels: Labels, seed: int) 
         crops.reshape(len(rows), -1), labels.severity, labels.condition, labels.level, seed=seed
     )
     x = out.x.reshape(-1, *crops.shape[1:]).astype(np.float16)
-    row = np.concatenate([labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
-    return CropDataset(x, np.arange(len(x)), Labels(out.condition, out.level, out.severity, row))
+    return CropDataset(x, np.arange(len(x)), labels.with_synthetic(out.condition, out.level, out.severity))
 
 
 def _smote_head(
@@ -318,14 +317,13 @@ def _smote_head(
     labels = data.train.labels
     out = smote_resample(train_x, labels.severity, labels.condition, labels.level, seed=config.seed)
     smote = {"space": "features", "n_real": out.n_real, "n_synthetic": out.n_synthetic}
-    seen = Labels(out.condition, out.level, out.severity, np.zeros(len(out.severity), np.int64))
+    seen = labels.with_synthetic(out.condition, out.level, out.severity)
     shift = _prior_shift(config, labels, seen, None, data.class_weights)
     console.print(
         f"SMOTE on {out.n_real} training embeddings: +{out.n_synthetic} synthetic; fine-tuning the head"
     )
-    row = np.concatenate([labels.row, np.full(out.n_synthetic, -1, dtype=np.int64)])
     features = CropDataModule(
-        CropDataset(out.x, np.arange(len(out.x)), Labels(out.condition, out.level, out.severity, row)),
+        CropDataset(out.x, np.arange(len(out.x)), seen),
         CropDataset(val_x, np.arange(len(val_x)), data.val.labels),
         batch_size=config.batch_size,
         seed=config.seed,
@@ -513,6 +511,7 @@ def train_run(
         batch_size=config.batch_size,
         workers=config.workers,
         sample_weights=data.sample_weights,
+        group_studies=config.any_severe > 0,
         seed=config.seed,
     )
     with quiet_lightning():
