@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -340,7 +341,7 @@ def test_locator_slice_context_stays_in_the_slice_stack():
     from spinegrade.localization.dataset import slice_input
 
     series = make_series(np.zeros((5, 4, 4), np.float32))
-    series = Series(**{**series.__dict__, "stacks": np.array([0, 0, 0, 1, 1])})
+    series = replace(series, stacks=np.array([0, 0, 0, 1, 1]))
     stack = torch.arange(5.0)[:, None, None].expand(5, 4, 4)
     assert slice_input(stack, 2, 3, series)[:, 0, 0].tolist() == [1.0, 2.0, 2.0]
     assert slice_input(stack, 2, 3)[:, 0, 0].tolist() == [1.0, 2.0, 3.0]  # without the series: plain clamp

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -29,6 +29,7 @@ from pydicom.pixels.processing import apply_modality_lut
 from pydicom.tag import BaseTag
 from scipy import ndimage
 
+from spinegrade.data.intensity import normalize
 from spinegrade.errors import DataError, Problem
 
 __all__ = [
@@ -96,6 +97,9 @@ class Series:
     slice_orientations: np.ndarray | None = None
     stacks: np.ndarray | None = None
     problems: tuple[Problem, ...] = ()
+    _normalized: dict[tuple[float, float], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         n = len(self.pixels)
@@ -130,6 +134,14 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.pixels)
+
+    def normalized(self, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+        """`normalize(pixels, lower, upper)`, computed once per series and shared by all its users (the
+        locator's inputs and the crops of a study read the same array: do not write into it)."""
+        key = (float(lower), float(upper))
+        if key not in self._normalized:
+            self._normalized[key] = normalize(self.pixels, lower, upper)
+        return self._normalized[key]
 
     @property
     def n_stacks(self) -> int:
@@ -191,8 +203,9 @@ class Series:
         slice index interpolates the slice origin linearly within the stack of its nearest slice
         (extrapolates beyond the stack's ends).
         """
-        idx, x, y = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (slice_index, x, y)))
-        origin, orientation, spacing = self._plane_at(idx)
+        idx, x, y = (np.asarray(v, dtype=np.float64) for v in (slice_index, x, y))
+        np.broadcast_shapes(idx.shape, x.shape, y.shape)  # the arguments must broadcast
+        origin, orientation, spacing = self._plane_at(idx)  # once per index, not per broadcast pixel
         return (
             origin
             + (x * spacing[..., 1])[..., None] * orientation[..., 0, :]
@@ -573,7 +586,7 @@ def _read_file(path: Path, *, decode: bool) -> list[_Frame]:
             "corrupt", f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc})", path
         ) from exc
     for keyword in REQUIRED_TAGS:
-        if keyword not in ds:
+        if _tag_number(keyword) not in ds:
             raise _FileError(
                 "missing_tag",
                 f"{path}: missing required DICOM tag {keyword} {_tag(keyword)}; "
@@ -772,11 +785,14 @@ def _decode_into(out: np.ndarray, frame: _Frame, decoded: dict[Path, np.ndarray]
     target = out if raw.shape == out.shape else np.empty(raw.shape, dtype=np.float32)
     value_range = np.array(frame.value_range)
     slope, intercept = frame.rescale
-    if "ModalityLUTSequence" in ds:
+    if _tag_number("ModalityLUTSequence") in ds:
         target[...] = apply_modality_lut(raw, ds)
         low, high = apply_modality_lut(value_range, ds).astype(np.float64)
     else:
-        np.multiply(raw, np.float32(slope), out=target, casting="unsafe")
+        if slope == 1:  # the common case: one converting copy instead of a multiply
+            np.copyto(target, raw, casting="unsafe")
+        else:
+            np.multiply(raw, np.float32(slope), out=target, casting="unsafe")
         if intercept:
             target += np.float32(intercept)
         low, high = value_range * slope + intercept
