@@ -9,6 +9,7 @@ frames with their own geometry, orders the slices along the slice normal and res
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from collections import Counter
@@ -23,6 +24,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.pixels import pixel_array as decode_pixels
 from pydicom.pixels.processing import apply_modality_lut
@@ -783,20 +785,22 @@ def _decode_into(out: np.ndarray, frame: _Frame, decoded: dict[Path, np.ndarray]
             decoded[path] = raw
     raw = raw[frame.frame]
     target = out if raw.shape == out.shape else np.empty(raw.shape, dtype=np.float32)
-    value_range = np.array(frame.value_range)
     slope, intercept = frame.rescale
-    if _tag_number("ModalityLUTSequence") in ds:
+    lut = _tag_number("ModalityLUTSequence") in ds
+    if lut:
         target[...] = apply_modality_lut(raw, ds)
-        low, high = apply_modality_lut(value_range, ds).astype(np.float64)
+    elif slope == 1:  # the common case: one converting copy instead of a multiply
+        np.copyto(target, raw, casting="unsafe")
     else:
-        if slope == 1:  # the common case: one converting copy instead of a multiply
-            np.copyto(target, raw, casting="unsafe")
-        else:
-            np.multiply(raw, np.float32(slope), out=target, casting="unsafe")
-        if intercept:
-            target += np.float32(intercept)
-        low, high = value_range * slope + intercept
+        np.multiply(raw, np.float32(slope), out=target, casting="unsafe")
+    if intercept and not lut:
+        target += np.float32(intercept)
     if frame.inverted:
+        value_range = np.array(frame.value_range)
+        if lut:
+            low, high = apply_modality_lut(value_range, ds).astype(np.float64)
+        else:
+            low, high = value_range * slope + intercept
         np.subtract(np.float32(low + high), target, out=target)
     if target is not out:
         out[...] = _resample(target, out.shape)
@@ -823,6 +827,8 @@ class _Header:
 
     def holder(self, frame: int, sequence: str, keyword: str) -> Dataset | None:
         """The dataset holding `keyword` for `frame`: per-frame group, shared group, else top level."""
+        if not self.groups[frame]:  # a single-frame file: the top level (_value finds absent values)
+            return self.ds
         for group in self.groups[frame]:
             items = _value(group, self.path, sequence, list)
             if items and _present(items[0], keyword):
@@ -837,12 +843,12 @@ class _Header:
         """A numeric multi-value geometry tag of a frame as float64 (size,), NaN when absent."""
 
         def floats(value: Any) -> np.ndarray:
-            array = np.atleast_1d(np.asarray(value, dtype=np.float64))
-            if array.shape != (size,):
-                raise ValueError(f"{array.size} values, expected {size}")
-            if not np.isfinite(array).all():
+            values = [float(v) for v in value] if isinstance(value, list | tuple | MultiValue) else [value]
+            if len(values) != size:
+                raise ValueError(f"{len(values)} values, expected {size}")
+            if not all(map(math.isfinite, values)):
                 raise ValueError("not finite")
-            return array
+            return np.array(values, dtype=np.float64)
 
         value = self.frame_value(frame, sequence, keyword, floats)
         return np.full(size, np.nan) if value is None else value
