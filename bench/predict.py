@@ -12,11 +12,12 @@ runtime and thread count): seconds per stage (read, locate, crop, classify) and 
 of the process per study (what a study costs on a core of its own: on a shared machine wall time also
 counts waiting), and the peak resident memory of that process. Levers measured one at a time: the RLE
 decoder (pydicom's numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last
-(torch), ONNX Runtime, 1 vs 2 intra-op threads (`--threads`), and reading ahead in a worker process
-(steady-state wall seconds per study of the grading loop, workers 0 vs 1, ONNX Runtime, 1 thread).
+(torch), ONNX Runtime, 1 vs 2 intra-op threads (`--threads`; more threads: the real study, plain
+configuration only), and reading ahead in a worker process (steady-state wall seconds per study of the
+grading loop, workers 0 vs 1, ONNX Runtime, 1 thread).
 Prints one JSON object, with the 1-minute load average before and after (the machine may be shared), the
 fastest configuration on the real study and whether it meets the target (TARGET_SECONDS per study).
-Run: .venv/bin/python bench/predict.py [--studies 3] [--size 384] [--copies 6] [--threads 1 2]
+Run: .venv/bin/python bench/predict.py [--studies 2] [--size 384] [--copies 5] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -206,12 +207,16 @@ def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tm
         report["rle_default_plugin"] = summary(stage_pass(Path(sources["real"]), ensemble, locator))
     use_rle_plugin("pylibjpeg")
     for name, source in sources.items():
+        if threads > 1 and name != "real":  # more threads: the real study, the plain configuration only
+            continue
         data = Path(source)
         report[name] = summary(stage_pass(data, ensemble, locator))
+        if threads > 1:
+            continue
         if runtime == "torch":
             tuned = _load(bundle_path, runtime, threads, channels_last=True)
             report[f"{name}_channels_last"] = summary(stage_pass(data, *tuned))
-        elif threads == 1:
+        else:
             report[f"{name}_readahead_wall_seconds_per_study"] = {
                 f"workers_{w}": loop_wall(data, ensemble, locator, w, Path(tmp) / f"{name}{w}")
                 for w in (0, 1)
@@ -235,9 +240,9 @@ def best_real(results: dict) -> tuple[str, float] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=3, help="phantom test studies")
+    parser.add_argument("--studies", type=int, default=2, help="phantom test studies")
     parser.add_argument("--size", type=int, default=384, help="phantom image size (real series: 384-640)")
-    parser.add_argument("--copies", type=int, default=6, help="copies of the real study")
+    parser.add_argument("--copies", type=int, default=5, help="copies of the real study")
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[1, 2], help="torch / ONNX Runtime threads to measure"
     )
