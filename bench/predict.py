@@ -14,7 +14,7 @@ counts waiting), and the peak resident memory of that process. Levers measured o
 decoder (pydicom's numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last
 (torch), ONNX Runtime, 1 vs 2 intra-op threads (`--threads`; more threads: the real study, plain
 configuration only), and reading ahead in a worker process (steady-state wall seconds per study of the
-grading loop, workers 0 vs 1, ONNX Runtime, 1 thread).
+grading loop, workers 0 vs 1, ONNX Runtime, 1 thread; the real study, else the phantom).
 Prints one JSON object, with the 1-minute load average before and after (the machine may be shared), the
 fastest configuration on the real study and whether it meets the target (TARGET_SECONDS per study).
 Run: .venv/bin/python bench/predict.py [--studies 2] [--size 384] [--copies 5] [--threads 1 2]
@@ -216,7 +216,7 @@ def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tm
         if runtime == "torch":
             tuned = _load(bundle_path, runtime, threads, channels_last=True)
             report[f"{name}_channels_last"] = summary(stage_pass(data, *tuned))
-        else:
+        elif name == "real" or "real" not in sources:
             report[f"{name}_readahead_wall_seconds_per_study"] = {
                 f"workers_{w}": loop_wall(data, ensemble, locator, w, Path(tmp) / f"{name}{w}")
                 for w in (0, 1)
