@@ -1,6 +1,7 @@
 """Benchmark of `spinegrade predict` at real study sizes: seconds per study and per stage, torch vs ONNX.
 
-Standalone: writes a phantom (STUDIES test studies of SIZE px images), an untrained efficientnet_b0
+Standalone: writes a phantom (STUDIES test studies of SIZE px images; by default none when the real study
+is there, as writing it is most of the setup), an untrained efficientnet_b0
 classifier run (k=5, the CPU-default crops) and the three untrained locators (LocatorSettings defaults),
 exports them as a bundle with ONNX graphs, and, when ../shared/data/rsna2024-real-study exists, lays out
 COPIES copies of the real study (RLE DICOM, 540 x 384 sagittal and 384 x 384 axial, 17/17/54 slices) as
@@ -17,7 +18,7 @@ configuration only), and reading ahead in a worker process (steady-state wall se
 grading loop, workers 0 vs 1, ONNX Runtime, 1 thread; the real study, else the phantom).
 Prints one JSON object, with the 1-minute load average before and after (the machine may be shared), the
 fastest configuration on the real study and whether it meets the target (TARGET_SECONDS per study).
-Run: .venv/bin/python bench/predict.py [--studies 2] [--size 384] [--copies 5] [--threads 1 2]
+Run: .venv/bin/python bench/predict.py [--studies N] [--size 384] [--copies 5] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ REAL_STUDY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "r
 TARGET_SECONDS = 0.5
 
 
-def build(root: Path, studies: int, size: int) -> tuple[Path, Path]:
-    """(phantom, bundle) under root: untrained models with the CPU-default settings, ONNX graphs included."""
+def build(root: Path, studies: int, size: int) -> tuple[Path | None, Path]:
+    """(phantom or None when `studies` is 0, bundle) under root: untrained models with the CPU-default
+    settings, ONNX graphs included."""
     import torch
 
     from spinegrade.bundle.export import export_bundle
@@ -61,8 +63,9 @@ def build(root: Path, studies: int, size: int) -> tuple[Path, Path]:
     from spinegrade.training.checkpoint import save_model
 
     torch.manual_seed(SEED)
-    data = root / "phantom"
-    write_phantom(data, 2, SEED, size=size, test_studies=studies, workers=os.cpu_count(), progress=False)
+    data = root / "phantom" if studies else None
+    if data is not None:
+        write_phantom(data, 2, SEED, size=size, test_studies=studies, workers=os.cpu_count(), progress=False)
     run = root / "cls"
     run.mkdir()
     settings = {"conditioning": "film", "mean": 0.3, "std": 0.2}
@@ -240,7 +243,9 @@ def best_real(results: dict) -> tuple[str, float] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=2, help="phantom test studies")
+    parser.add_argument(
+        "--studies", type=int, help="phantom test studies (default: 0 beside the real study, else 2)"
+    )
     parser.add_argument("--size", type=int, default=384, help="phantom image size (real series: 384-640)")
     parser.add_argument("--copies", type=int, default=5, help="copies of the real study")
     parser.add_argument(
@@ -254,11 +259,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clock = time.perf_counter()
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            data, bundle = pool.submit(build, root, args.studies + 1, args.size).result()
-        setup = time.perf_counter() - clock
-        sources = {"phantom": str(data)}
         real = real_copies(root, args.copies + 1)
+        if args.studies is None:
+            args.studies = 0 if real is not None else 2
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            data, bundle = pool.submit(build, root, args.studies and args.studies + 1, args.size).result()
+        setup = time.perf_counter() - clock
+        sources = {"phantom": str(data)} if data is not None else {}
         if real is not None:
             sources["real"] = str(real)
         results = {}
@@ -276,7 +283,7 @@ def main() -> None:
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "phantom": f"{args.studies} studies (+1 warm-up) of {args.size} px",
+        "phantom": f"{args.studies} studies (+1 warm-up) of {args.size} px" if args.studies else None,
         "real": f"{args.copies} copies (+1 warm-up) of study 4646740" if real is not None else None,
         "classifier": f"{ARCH}, k={DEFAULT_K}, {DEFAULT_SIZE} px crops",
         "locator": f"{locator.arch}, {locator.size} px, depth {locator.depth}",
