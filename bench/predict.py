@@ -1,6 +1,7 @@
 """Benchmark of `spinegrade predict` at real study sizes: seconds per study and per stage, torch vs ONNX.
 
-Standalone: writes a phantom (STUDIES test studies of SIZE px images), an untrained efficientnet_b0
+Standalone: writes a phantom (STUDIES test studies of SIZE px images; by default none when the real study
+is there, as writing it is most of the setup), an untrained efficientnet_b0
 classifier run (k=5, the CPU-default crops) and the three untrained locators (LocatorSettings defaults),
 exports them as a bundle with ONNX graphs, and, when ../shared/data/rsna2024-real-study exists, lays out
 COPIES copies of the real study (RLE DICOM, 540 x 384 sagittal and 384 x 384 axial, 17/17/54 slices) as
@@ -8,14 +9,16 @@ test studies. Untrained weights cost the time of trained ones (the locator puts 
 crops are not cut: `targets_graded_by_model_median` says how many were).
 
 Per source and configuration (medians over the studies after one warm-up study, in one process per
-runtime): seconds per stage (read, locate, crop, classify) and in all, the CPU seconds of the process
-per study (what a study costs on a core of its own: on a shared machine wall time also counts waiting),
-and the peak resident memory of that process. Levers measured one at a time: the RLE decoder (pydicom's
-numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last and one crop per
-forward pass (torch), ONNX Runtime (`--runtime onnx`), and reading ahead in a worker process
-(steady-state wall seconds per study of the grading loop, workers 0 vs 1, ONNX Runtime). Prints one
-JSON object.
-Run: .venv/bin/python bench/predict.py [--studies 6] [--size 384] [--copies 6] [--threads 1]
+runtime and thread count): seconds per stage (read, locate, crop, classify) and in all, the CPU seconds
+of the process per study (what a study costs on a core of its own: on a shared machine wall time also
+counts waiting), and the peak resident memory of that process. Levers measured one at a time: the RLE
+decoder (pydicom's numpy plugin vs pylibjpeg-rle; every later figure uses the faster), channels_last
+(torch), ONNX Runtime, 1 vs 2 intra-op threads (`--threads`; more threads: the real study, plain
+configuration only), and reading ahead in a worker process (steady-state wall seconds per study of the
+grading loop, workers 0 vs 1, ONNX Runtime, 1 thread; the real study, else the phantom).
+Prints one JSON object, with the 1-minute load average before and after (the machine may be shared), the
+fastest configuration on the real study and whether it meets the target (TARGET_SECONDS per study).
+Run: .venv/bin/python bench/predict.py [--studies N] [--size 384] [--copies 5] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ REAL_STUDY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "r
 TARGET_SECONDS = 0.5
 
 
-def build(root: Path, studies: int, size: int) -> tuple[Path, Path]:
-    """(phantom, bundle) under root: untrained models with the CPU-default settings, ONNX graphs included."""
+def build(root: Path, studies: int, size: int) -> tuple[Path | None, Path]:
+    """(phantom or None when `studies` is 0, bundle) under root: untrained models with the CPU-default
+    settings, ONNX graphs included."""
     import torch
 
     from spinegrade.bundle.export import export_bundle
@@ -59,8 +63,9 @@ def build(root: Path, studies: int, size: int) -> tuple[Path, Path]:
     from spinegrade.training.checkpoint import save_model
 
     torch.manual_seed(SEED)
-    data = root / "phantom"
-    write_phantom(data, 2, SEED, size=size, test_studies=studies, workers=os.cpu_count(), progress=False)
+    data = root / "phantom" if studies else None
+    if data is not None:
+        write_phantom(data, 2, SEED, size=size, test_studies=studies, workers=os.cpu_count(), progress=False)
     run = root / "cls"
     run.mkdir()
     settings = {"conditioning": "film", "mean": 0.3, "std": 0.2}
@@ -98,7 +103,7 @@ def real_copies(root: Path, copies: int) -> Path | None:
     return data
 
 
-def _load(bundle: Path, runtime: str, threads: int, batch_size: int = 64, channels_last: bool = False):
+def _load(bundle: Path, runtime: str, threads: int, channels_last: bool = False):
     import torch
 
     from spinegrade.bundle.manifest import open_bundle
@@ -107,7 +112,7 @@ def _load(bundle: Path, runtime: str, threads: int, batch_size: int = 64, channe
     from spinegrade.prediction.onnx_models import with_onnx_runtime
 
     opened = open_bundle(bundle)
-    ensemble = Ensemble.load(opened.runs, batch_size=batch_size)
+    ensemble = Ensemble.load(opened.runs)
     locator = load_locator(opened.locator)
     if channels_last:
         for run in ensemble.runs:
@@ -193,7 +198,7 @@ def use_rle_plugin(name: str) -> None:
 
 
 def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tmp: str) -> dict:
-    """Every configuration of one runtime on every source, in this (fresh) process."""
+    """Every configuration of one runtime at `threads` threads on every source, in this (fresh) process."""
     import torch
 
     torch.set_num_threads(threads)
@@ -201,18 +206,20 @@ def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tm
     bundle_path = Path(bundle)
     report: dict = {}
     ensemble, locator = _load(bundle_path, runtime, threads)
-    if runtime == "torch" and "real" in sources:
+    if runtime == "torch" and threads == 1 and "real" in sources:
         report["rle_default_plugin"] = summary(stage_pass(Path(sources["real"]), ensemble, locator))
     use_rle_plugin("pylibjpeg")
     for name, source in sources.items():
+        if threads > 1 and name != "real":  # more threads: the real study, the plain configuration only
+            continue
         data = Path(source)
         report[name] = summary(stage_pass(data, ensemble, locator))
+        if threads > 1:
+            continue
         if runtime == "torch":
             tuned = _load(bundle_path, runtime, threads, channels_last=True)
             report[f"{name}_channels_last"] = summary(stage_pass(data, *tuned))
-            single = _load(bundle_path, runtime, threads, batch_size=1)
-            report[f"{name}_one_crop_per_forward"] = summary(stage_pass(data, *single))
-        else:
+        elif name == "real" or "real" not in sources:
             report[f"{name}_readahead_wall_seconds_per_study"] = {
                 f"workers_{w}": loop_wall(data, ensemble, locator, w, Path(tmp) / f"{name}{w}")
                 for w in (0, 1)
@@ -221,48 +228,72 @@ def measure(runtime: str, sources: dict[str, str], bundle: str, threads: int, tm
     return report
 
 
+def best_real(results: dict) -> tuple[str, float] | None:
+    """The fastest configuration on the real study copies (median wall seconds per study) and its time."""
+    times = {}
+    for config, report in results.items():
+        for name, value in report.items():
+            if name.startswith("real") and isinstance(value, dict):
+                if "seconds_per_study_median" in value:
+                    times[f"{config}/{name}"] = value["seconds_per_study_median"]
+                elif "workers_1" in value:
+                    times[f"{config}/{name}/workers_1"] = value["workers_1"]
+    return min(times.items(), key=lambda item: item[1]) if times else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=6, help="phantom test studies")
+    parser.add_argument(
+        "--studies", type=int, help="phantom test studies (default: 0 beside the real study, else 2)"
+    )
     parser.add_argument("--size", type=int, default=384, help="phantom image size (real series: 384-640)")
-    parser.add_argument("--copies", type=int, default=6, help="copies of the real study")
-    parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (predict: 1)")
+    parser.add_argument("--copies", type=int, default=5, help="copies of the real study")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="torch / ONNX Runtime threads to measure"
+    )
     args = parser.parse_args()
     from spinegrade.localization.settings import LocatorSettings
 
+    load_before = os.getloadavg()
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clock = time.perf_counter()
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            data, bundle = pool.submit(build, root, args.studies + 1, args.size).result()
-        setup = time.perf_counter() - clock
-        sources = {"phantom": str(data)}
         real = real_copies(root, args.copies + 1)
+        if args.studies is None:
+            args.studies = 0 if real is not None else 2
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            data, bundle = pool.submit(build, root, args.studies and args.studies + 1, args.size).result()
+        setup = time.perf_counter() - clock
+        sources = {"phantom": str(data)} if data is not None else {}
         if real is not None:
             sources["real"] = str(real)
         results = {}
         for runtime in ("torch", "onnx"):
-            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                results[runtime] = pool.submit(
-                    measure, runtime, sources, str(bundle), args.threads, tmp
-                ).result()
+            for threads in args.threads:
+                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                    results[f"{runtime}_threads_{threads}"] = pool.submit(
+                        measure, runtime, sources, str(bundle), threads, tmp
+                    ).result()
     locator = LocatorSettings()
-    best = results["onnx"].get("real_readahead_wall_seconds_per_study", {}).get("workers_1")
+    best = best_real(results)
     report = {
         "what": "spinegrade predict, seconds per study (read + locate + crop + classify), untrained weights",
         "device": "cpu",
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "phantom": f"{args.studies} studies (+1 warm-up) of {args.size} px",
+        "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "phantom": f"{args.studies} studies (+1 warm-up) of {args.size} px" if args.studies else None,
         "real": f"{args.copies} copies (+1 warm-up) of study 4646740" if real is not None else None,
         "classifier": f"{ARCH}, k={DEFAULT_K}, {DEFAULT_SIZE} px crops",
         "locator": f"{locator.arch}, {locator.size} px, depth {locator.depth}",
-        "torch": results["torch"],
-        "onnx": results["onnx"],
-        "real_wall_seconds_per_study_onnx_readahead": best,
+        **results,
         "target_seconds_per_study": TARGET_SECONDS,
+        "real_fastest_configuration": best[0] if best else None,
+        "real_fastest_seconds_per_study": best[1] if best else None,
+        "target_met": None if best is None else best[1] <= TARGET_SECONDS,
         "setup_seconds": setup,
+        "total_seconds": time.perf_counter() - clock,
     }
     print(json.dumps(report, indent=2))
 

@@ -6,11 +6,13 @@ Times per round (all series of the study, seconds), median of RUNS interleaved r
 - read_series: spinegrade.read_series of every series folder, same plugins;
 - bare_native / read_series_native: the same with pydicom's own RLE decoder forced (the pylibjpeg plugin
   removed from pydicom's RLE decoder for the round), i.e. how the study read before pylibjpeg-rle was used;
-- baseline_native (with --baseline FILE): the read_series of another version of data/series.py (e.g.
-  `git show main:src/spinegrade/data/series.py > /tmp/old_series.py`) with the native decoder: "today".
+- baseline / baseline_native (with --baseline FILE): the read_series of another version of
+  data/series.py (e.g. `git show main:src/spinegrade/data/series.py > /tmp/old_series.py`) with the
+  installed plugins (before / after in one run: its ratio to bare) and with the native decoder ("today").
 Ratios, on wall and on process CPU time (which a busy machine distorts less): read_series / bare (the
 reader's overhead; target <= 1.1), read_series_native / read_series and baseline_native / read_series
-(the speed-up; target >= 3). Also checks that both decoders give identical pixels. Prints one JSON object.
+(the speed-up; target >= 3). Also checks that both decoders give identical pixels. Prints one JSON object
+with the 1-minute load average before and after (the machine may be shared).
 Run: .venv/bin/python bench/read.py [STUDY_FOLDER] [--baseline FILE]
 (default study: ../shared/data/rsna2024-real-study/train_images/4646740 beside the repository).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -33,7 +36,7 @@ from pydicom.pixels.decoders import RLELosslessDecoder
 
 from spinegrade.data.series import read_series
 
-RUNS = 9
+RUNS = 15
 DEFAULT_STUDY = (
     Path(__file__).resolve().parents[1].parent / "shared/data/rsna2024-real-study/train_images/4646740"
 )
@@ -65,6 +68,7 @@ def load_reader(file: Path) -> Callable[[Path], object]:
 
 
 def main(study: Path, baseline: Path | None = None) -> dict:
+    load_before = os.getloadavg()[0]
     folders = sorted(p for p in study.iterdir() if p.is_dir())
     files = {folder: sorted(folder.glob("*.dcm")) for folder in folders}
 
@@ -97,6 +101,7 @@ def main(study: Path, baseline: Path | None = None) -> dict:
             for folder in folders:
                 old_read(folder)
 
+        cases["baseline"] = old
         cases["baseline_native"] = native(old)
     wall: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}
@@ -132,9 +137,11 @@ def main(study: Path, baseline: Path | None = None) -> dict:
     if baseline is not None:
         result["baseline"] = str(baseline)
         for suffix, times in (("", median), ("_cpu", median_cpu)):
+            result[f"ratio_baseline_to_bare{suffix}"] = round(times["baseline"] / times["bare"], 3)
             result[f"speedup_vs_baseline_native{suffix}"] = round(
                 times["baseline_native"] / times["read_series"], 2
             )
+    result["load_average_1min_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 

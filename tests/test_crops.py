@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ from scipy.ndimage import map_coordinates
 from spinegrade.crops.cache import CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_CROP_MM
 from spinegrade.crops.extract import (
+    _antialias_sigma,
+    _sample,
     crop_25d,
     crop_instances,
     crops_for_points,
@@ -305,6 +308,33 @@ def test_crops_coarser_than_the_source_are_anti_aliased():
     assert fine.max() - fine.min() > 0.4  # bilinear taps between 0 and 1 stripes: 0.25 and 0.75
 
 
+def test_anti_aliasing_smooths_only_what_the_crops_read_with_the_whole_slice_values():
+    """Crops coarser than the source smooth just the region their taps read; they equal smoothing the
+    whole slice (zeros beyond it) and then tapping, at the edges and outside the image too."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(2)
+    pixels = rng.random((5, 70, 90), dtype=np.float32)
+    series = make_series(pixels, spacing=(0.4, 0.55))
+    points = [(2, 45.0, 35.0), (0, 2.0, 68.0), (4, 88.5, 1.0), (1, -40.0, 30.0), (3, 45.0, 300.0)]
+    index, x, y = (np.array(v, dtype=np.float64) for v in zip(*points, strict=True))
+    size_mm = np.array([30.0, 24.0, 40.0, 30.0, 20.0])
+    crops = _sample(series, pixels, index, x, y, size_mm, 32, 3)
+    for n in range(len(points)):
+        step = size_mm[n] / 32
+        grid = np.arange(32) - 15.5
+        r, c = np.meshgrid(y[n] + grid * step / 0.4, x[n] + grid * step / 0.55, indexing="ij")
+        sigma = _antialias_sigma(step, np.array([0.4, 0.55]))
+        assert min(sigma) > 0
+        for j, s in enumerate(np.clip(np.arange(-1, 2) + int(index[n]), 0, 4)):
+            whole = gaussian_filter(pixels[s], sigma, mode="constant")
+            expected = map_coordinates(whole, [r, c], order=1, mode="grid-constant", cval=0.0)
+            if s == int(index[n]):  # the centre slice (or a repeated end): its own grid, bit for bit
+                assert np.array_equal(crops[n, j], expected)
+            else:  # neighbours go through patient space: the same grid up to float64 rounding
+                np.testing.assert_allclose(crops[n, j], expected, atol=1e-6)
+
+
 def test_real_study_prepare_cuts_25_crops_of_the_labelled_instances(real_study, tmp_path):
     """prepare on the real RLE study (twice, under two ids, since folds need two studies)."""
     from rich.console import Console
@@ -340,7 +370,7 @@ def test_locator_slice_context_stays_in_the_slice_stack():
     from spinegrade.localization.dataset import slice_input
 
     series = make_series(np.zeros((5, 4, 4), np.float32))
-    series = Series(**{**series.__dict__, "stacks": np.array([0, 0, 0, 1, 1])})
+    series = replace(series, stacks=np.array([0, 0, 0, 1, 1]))
     stack = torch.arange(5.0)[:, None, None].expand(5, 4, 4)
     assert slice_input(stack, 2, 3, series)[:, 0, 0].tolist() == [1.0, 2.0, 2.0]
     assert slice_input(stack, 2, 3)[:, 0, 0].tolist() == [1.0, 2.0, 3.0]  # without the series: plain clamp

@@ -61,3 +61,41 @@ def test_counting_percentiles_equal_numpy() -> None:
         assert percentiles(values, q) == pytest.approx(list(np.percentile(values, q)), rel=1e-12, abs=1e-9)
     noise = rng.normal(size=(3, 40, 40))  # not whole numbers: numpy's path
     assert percentiles(noise, (1.0, 99.0)) == pytest.approx(list(np.percentile(noise, [1.0, 99.0])))
+
+
+def test_whole_numbered_pixels_normalise_in_float32_to_the_float64_values() -> None:
+    """DICOM-like volumes (whole numbers, several counting chunks) give float32 within half an ulp of the
+    float64 formula; a fraction in a later chunk still sends the percentiles down numpy's path."""
+    from spinegrade.data import intensity
+
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 1700, size=(3, 300, 400)).astype(np.float32)  # 360000 > one chunk
+    assert volume.size > intensity._CHUNK
+    out = normalize(volume)
+    low, high = np.percentile(volume.astype(np.float64), [1.0, 99.0])
+    expected = np.clip((volume.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+    assert out.dtype == np.float32
+    assert np.abs(out - expected).max() <= 6e-8
+    volume.ravel()[-1] = 0.5  # in the last chunk
+    assert intensity.percentiles(volume, (1.0, 99.0)) == pytest.approx(list(np.percentile(volume, [1, 99])))
+
+
+def test_series_normalized_is_computed_once_and_equals_normalize() -> None:
+    from spinegrade.data.series import Series
+
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 900, size=(2, 8, 8)).astype(np.float32)
+    series = Series(
+        pixels=pixels,
+        instance_numbers=np.arange(2),
+        positions=np.zeros((2, 3)),
+        orientation=np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]]),
+        pixel_spacing=np.ones((2, 2)),
+        original_shapes=np.full((2, 2), 8),
+        slice_thickness=1.0,
+        series_id="1",
+    )
+    first = series.normalized()
+    assert series.normalized(1.0, 99.0) is first  # shared by the locator and the crops
+    np.testing.assert_array_equal(first, normalize(pixels))
+    assert not np.array_equal(series.normalized(0.0, 100.0), first)

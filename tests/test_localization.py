@@ -13,7 +13,14 @@ import torch
 
 from spinegrade.data.series import Series
 from spinegrade.errors import DataError
-from spinegrade.localization.dataset import mirror_permutation, random_affine, volume_input
+from spinegrade.localization.dataset import (
+    mirror_permutation,
+    random_affine,
+    series_stack,
+    slice_input,
+    slice_inputs,
+    volume_input,
+)
 from spinegrade.localization.locate import axial_slice_for_point, level_anchors
 from spinegrade.localization.metrics import point_errors, summarise_errors
 from spinegrade.localization.settings import LocatorSettings
@@ -104,6 +111,31 @@ def test_volume_input_keeps_the_end_slices():
     stack = torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 2, 2)
     volume = volume_input(stack, 9)
     assert volume[:, 0, 0].tolist() == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4])
+
+
+def test_slice_inputs_resize_only_the_slices_used_and_equal_the_whole_stack():
+    """Inference resizes only the picked slices and their neighbours: the same inputs as slicing the
+    stack of every slice, normalised over the whole series (as training builds them)."""
+    rng = np.random.default_rng(4)
+    n = 9
+    series = Series(
+        pixels=rng.integers(0, 1500, size=(n, 50, 40)).astype(np.float32),
+        instance_numbers=np.arange(1, n + 1),
+        positions=np.array([[0.0, 0.0, -4.0 * i] for i in range(n)]),
+        orientation=np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+        pixel_spacing=np.full((n, 2), 0.8),
+        original_shapes=np.tile([50, 40], (n, 1)),
+        slice_thickness=4.0,
+        series_id="7",
+        stacks=np.array([0, 0, 0, 0, 1, 1, 1, 1, 1]),
+    )
+    indices = np.array([0, 3, 4, 8, 3])
+    got = slice_inputs(series, indices, 32, 3)
+    stack = series_stack(series, 32)
+    expected = torch.stack([slice_input(stack, int(i), 3, series) for i in indices])
+    assert got.shape == (5, 3, 32, 32)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got[0], got[1])
 
 
 def test_series_targets_volume_and_slice_tasks():

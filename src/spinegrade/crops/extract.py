@@ -14,12 +14,13 @@ import pandas as pd
 from scipy import ndimage
 
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
-from spinegrade.data.intensity import normalize
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITION_GROUPS, GROUP_OF_CONDITION
 
 if TYPE_CHECKING:
     from spinegrade.data.series import Series
+
+_TRUNCATE = 4.0  # the anti-aliasing Gaussian's reach in sigmas (scipy's default)
 
 
 def resolve_crop_mm(crop_mm: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -87,31 +88,76 @@ def _sample(
     rows = y[:, None] + grid[None, :] * (step_mm[:, None] / spacing[centre, 0][:, None])  # (N, S)
     cols = x[:, None] + grid[None, :] * (step_mm[:, None] / spacing[centre, 1][:, None])  # (N, S)
     slices = series.neighbours(centre, k)  # (N, k): the centre's own stack, its ends repeated
+    r_grid = np.broadcast_to(rows[:, :, None], (len(centre), out_px, out_px))  # (N, S, S)
+    c_grid = np.broadcast_to(cols[:, None, :], (len(centre), out_px, out_px))
+    points = None  # patient positions of the centre grids (N, S, S, 3), when a neighbour needs them
+    taps = []  # per (crop, channel): the slice, its smoothing and the sampling coordinates on it
+    boxes: dict[tuple[int, float, float], tuple[int, int, int, int]] = {}  # the source region each needs
+    for j in range(k):
+        if np.all(slices[:, j] == centre):
+            r, c = r_grid, c_grid
+        else:  # the centre grid's patient positions, in each neighbour's own pixel grid
+            if points is None:
+                points = series.pixel_to_patient(centre[:, None, None], c_grid, r_grid)
+            s = slices[:, j]
+            relative = points - series.positions[s][:, None, None]
+            orientation = series.slice_orientations[s]
+            c = np.einsum("nabj,nj->nab", relative, orientation[:, 0]) / spacing[s, 1][:, None, None]
+            r = np.einsum("nabj,nj->nab", relative, orientation[:, 1]) / spacing[s, 0][:, None, None]
+            own = slices[:, j] == centre  # a repeated end: the centre slice itself, on its own grid
+            r, c = np.where(own[:, None, None], r_grid, r), np.where(own[:, None, None], c_grid, c)
+        for n in range(len(centre)):
+            key = (int(slices[n, j]), *_antialias_sigma(step_mm[n], spacing[slices[n, j]]))
+            boxes[key] = _union(boxes.get(key), _tap_box(r[n], c[n], key[1:], pixels.shape[1:]))
+            taps.append((n, j, key, r[n], c[n]))
+    regions = {key: _smoothed_region(pixels[key[0]], key[1:], box) for key, box in boxes.items()}
     out = np.empty((len(centre), k, out_px, out_px), dtype=np.float32)
-    smoothed: dict[tuple[int, float, float], np.ndarray] = {}
-    for n in range(len(centre)):
-        r_grid, c_grid = np.meshgrid(rows[n], cols[n], indexing="ij")
-        points = None
-        for j, s in enumerate(slices[n]):
-            if s == centre[n]:
-                r, c = r_grid, c_grid
-            else:  # the centre grid's patient positions, in this neighbour's own pixel grid
-                if points is None:
-                    points = series.pixel_to_patient(centre[n], c_grid, r_grid)
-                relative = points - series.positions[s]
-                orientation = series.slice_orientations[s]
-                c = relative @ orientation[0] / spacing[s, 1]
-                r = relative @ orientation[1] / spacing[s, 0]
-            sigma = _antialias_sigma(step_mm[n], spacing[s])
-            key = (int(s), *sigma)
-            if key not in smoothed:
-                smoothed[key] = (
-                    ndimage.gaussian_filter(pixels[s], sigma, mode="constant") if any(sigma) else pixels[s]
-                )
-            out[n, j] = ndimage.map_coordinates(
-                smoothed[key], [r, c], order=1, mode="grid-constant", cval=0.0
-            )
+    for n, j, key, r, c in taps:
+        region, (top, left) = regions[key]
+        out[n, j] = ndimage.map_coordinates(
+            region, [r - top, c - left], order=1, mode="grid-constant", cval=0.0
+        )
     return out
+
+
+def _tap_box(
+    r: np.ndarray, c: np.ndarray, sigma: tuple[float, float], shape: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom and right exclusive: the part of a slice of `shape` that bilinear
+    taps at (r, c) read, widened by the reach of the Gaussian of `sigma` and clipped to the slice (never
+    empty); the whole slice when a coordinate is not finite."""
+    if not (np.isfinite(r).all() and np.isfinite(c).all()):
+        return 0, shape[0], 0, shape[1]
+    box = []
+    for values, s, size in ((r, sigma[0], shape[0]), (c, sigma[1], shape[1])):
+        reach = int(_TRUNCATE * s + 0.5) if s > 0 else 0  # scipy's kernel radius
+        low = min(max(0, int(np.floor(values.min())) - reach), size - 1)
+        high = max(min(size, int(np.floor(values.max())) + 2 + reach), low + 1)
+        box += [low, high]
+    return box[0], box[1], box[2], box[3]
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The smallest box holding boxes a (None: none) and b."""
+    if a is None:
+        return b
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+def _smoothed_region(
+    image: np.ndarray, sigma: tuple[float, float], box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the `box` of `image` Gaussian-smoothed with `sigma`, its (top, left) in the image).
+
+    Equal to that box of the whole slice smoothed (zeros beyond the slice): the box reaches the kernel's
+    radius beyond every tap or ends at the slice's edge, so each value kept sees the pixels it would
+    see in the whole slice; only the part the crops read is smoothed. No smoothing: the slice itself.
+    """
+    if not any(sigma):
+        return image, (0, 0)
+    top, bottom, left, right = box
+    part = ndimage.gaussian_filter(image[top:bottom, left:right], sigma, mode="constant", truncate=_TRUNCATE)
+    return part, (top, left)
 
 
 def _antialias_sigma(step_mm: float, spacing: np.ndarray) -> tuple[float, float]:
@@ -144,10 +190,10 @@ def crop_25d(
     the centre slice's grid through its own geometry, so tilted or shifted neighbours stay aligned.
     Bilinear taps; a source finer than the output pixel is Gaussian-smoothed first (anti-aliasing).
     Pixels outside the image are 0.
-    `pixels` are the series' pixels already normalised (pass `normalize(series.pixels)` when cutting
-    several crops from one series); they are normalised here when omitted.
+    `pixels` are the series' pixels already normalised; by default `series.normalized` (computed once per
+    series and shared with the locator).
     """
-    pixels = normalize(series.pixels, *NORMALIZE_PERCENTILES) if pixels is None else pixels
+    pixels = series.normalized(*NORMALIZE_PERCENTILES) if pixels is None else pixels
     index, px, py, mm = (np.array([v], dtype=np.float64) for v in (slice_index, x, y, size_mm))
     return _sample(series, pixels, index, px, py, mm, out_px, k)[0]
 
@@ -173,7 +219,7 @@ def crops_for_points(
     size: int = DEFAULT_SIZE,
     crop_mm: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """The crops of many points of one series, float32 (N, k, size, size), normalising the series once.
+    """The crops of many points of one series, float32 (N, k, size, size), from `series.normalized`.
 
     `points` has a `condition` column (picks the crop side from `crop_mm` by condition group), x and y,
     and either `slice_index` (x, y in the stored pixel grid, e.g. predicted points) or `instance_number`
@@ -185,7 +231,7 @@ def crops_for_points(
     if unknown:
         raise DataError(f"points for series {series.series_id} have unknown condition(s) {unknown}")
     size_mm = points["condition"].map(lambda c: sizes[GROUP_OF_CONDITION[c]]).to_numpy(np.float64)
-    return _sample(series, normalize(series.pixels, *NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
+    return _sample(series, series.normalized(*NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
 
 
 def crop_instances(series: Series, points: pd.DataFrame, *, k: int = DEFAULT_K) -> list[str]:

@@ -16,30 +16,37 @@ def normalize(pixels: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np
     values = np.asarray(pixels, dtype=np.float32)
     if values.size == 0:
         return values.copy()
-    if not np.isfinite(values).all():
+    smallest, largest = float(values.min()), float(values.max())  # NaN when any value is NaN
+    if not (np.isfinite(smallest) and np.isfinite(largest)):
         raise ValueError(
             f"cannot normalise pixels holding {np.count_nonzero(~np.isfinite(values))} NaN/inf values"
         )
-    low, high = percentiles(values, (lower, upper))
+    low, high = percentiles(values, (lower, upper), (smallest, largest))
     if not high > low:
         return np.zeros_like(values)
-    out = (values - low) / (high - low)
+    out = np.subtract(values, low, dtype=np.float32)  # in place from here: (values - low) / (high - low)
+    np.divide(out, high - low, out=out)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 # Integer-valued pixels spanning at most this many values take the counting path in `percentiles`.
 _COUNTING_RANGE = 1 << 20
+# Values counted per pass: the int64 copy of a chunk stays in cache (about 2x faster than one whole pass).
+_CHUNK = 1 << 18
 
 
-def percentiles(values: np.ndarray, q: tuple[float, ...]) -> list[float]:
+def percentiles(
+    values: np.ndarray, q: tuple[float, ...], extremes: tuple[float, float] | None = None
+) -> list[float]:
     """np.percentile(values, q) (linear interpolation), by counting when the values are whole numbers in
-    a modest range (DICOM pixels: 12-16 bit): about 3x faster on a 54 x 384 x 384 series, same result."""
+    a modest range (DICOM pixels: 12-16 bit): about 3x faster on a 54 x 384 x 384 series, same result.
+    `extremes`: (min, max) of the values when the caller has them."""
     flat = values.ravel()
-    low, high = float(flat.min()), float(flat.max())
-    whole = flat.astype(np.int64) if high - low < _COUNTING_RANGE else None
-    if whole is None or not np.array_equal(whole, flat):
+    low, high = extremes if extremes is not None else (float(flat.min()), float(flat.max()))
+    counts = _counts(flat, low, high) if high - low < _COUNTING_RANGE else None
+    if counts is None:
         return [float(v) for v in np.percentile(flat, q)]
-    cumulative = np.cumsum(np.bincount(whole - int(low)))
+    cumulative = np.cumsum(counts)
     out = []
     for rank in np.asarray(q, dtype=np.float64) / 100 * (flat.size - 1):
         below = int(np.floor(rank))
@@ -47,3 +54,21 @@ def percentiles(values: np.ndarray, q: tuple[float, ...]) -> list[float]:
         a, b = low + float(at[0]), low + float(at[1])
         out.append(a + (b - a) * (rank - below))
     return out
+
+
+def _counts(flat: np.ndarray, low: float, high: float) -> np.ndarray | None:
+    """How often each whole number low..high occurs in `flat`, or None when a value is not whole."""
+    if not (low.is_integer() and high.is_integer()):
+        return None
+    counts = np.zeros(int(high - low) + 1, dtype=np.int64)
+    buffer = np.empty(min(_CHUNK, flat.size), dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK]
+        whole = buffer[: part.size]
+        np.copyto(whole, part, casting="unsafe")
+        if not np.array_equal(whole, part):
+            return None
+        if low:
+            whole -= int(low)
+        counts += np.bincount(whole, minlength=counts.size)
+    return counts

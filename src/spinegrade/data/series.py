@@ -9,11 +9,12 @@ frames with their own geometry, orders the slices along the slice normal and res
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -23,12 +24,14 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.pixels import pixel_array as decode_pixels
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.tag import BaseTag
 from scipy import ndimage
 
+from spinegrade.data.intensity import normalize
 from spinegrade.errors import DataError, Problem
 
 __all__ = [
@@ -96,6 +99,9 @@ class Series:
     slice_orientations: np.ndarray | None = None
     stacks: np.ndarray | None = None
     problems: tuple[Problem, ...] = ()
+    _normalized: dict[tuple[float, float], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         n = len(self.pixels)
@@ -130,6 +136,14 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.pixels)
+
+    def normalized(self, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+        """`normalize(pixels, lower, upper)`, computed once per series and shared by all its users (the
+        locator's inputs and the crops of a study read the same array: do not write into it)."""
+        key = (float(lower), float(upper))
+        if key not in self._normalized:
+            self._normalized[key] = normalize(self.pixels, lower, upper)
+        return self._normalized[key]
 
     @property
     def n_stacks(self) -> int:
@@ -191,8 +205,9 @@ class Series:
         slice index interpolates the slice origin linearly within the stack of its nearest slice
         (extrapolates beyond the stack's ends).
         """
-        idx, x, y = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (slice_index, x, y)))
-        origin, orientation, spacing = self._plane_at(idx)
+        idx, x, y = (np.asarray(v, dtype=np.float64) for v in (slice_index, x, y))
+        np.broadcast_shapes(idx.shape, x.shape, y.shape)  # the arguments must broadcast
+        origin, orientation, spacing = self._plane_at(idx)  # once per index, not per broadcast pixel
         return (
             origin
             + (x * spacing[..., 1])[..., None] * orientation[..., 0, :]
@@ -573,7 +588,7 @@ def _read_file(path: Path, *, decode: bool) -> list[_Frame]:
             "corrupt", f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc})", path
         ) from exc
     for keyword in REQUIRED_TAGS:
-        if keyword not in ds:
+        if _tag_number(keyword) not in ds:
             raise _FileError(
                 "missing_tag",
                 f"{path}: missing required DICOM tag {keyword} {_tag(keyword)}; "
@@ -770,17 +785,22 @@ def _decode_into(out: np.ndarray, frame: _Frame, decoded: dict[Path, np.ndarray]
             decoded[path] = raw
     raw = raw[frame.frame]
     target = out if raw.shape == out.shape else np.empty(raw.shape, dtype=np.float32)
-    value_range = np.array(frame.value_range)
     slope, intercept = frame.rescale
-    if "ModalityLUTSequence" in ds:
+    lut = _tag_number("ModalityLUTSequence") in ds
+    if lut:
         target[...] = apply_modality_lut(raw, ds)
-        low, high = apply_modality_lut(value_range, ds).astype(np.float64)
+    elif slope == 1:  # the common case: one converting copy instead of a multiply
+        np.copyto(target, raw, casting="unsafe")
     else:
         np.multiply(raw, np.float32(slope), out=target, casting="unsafe")
-        if intercept:
-            target += np.float32(intercept)
-        low, high = value_range * slope + intercept
+    if intercept and not lut:
+        target += np.float32(intercept)
     if frame.inverted:
+        value_range = np.array(frame.value_range)
+        if lut:
+            low, high = apply_modality_lut(value_range, ds).astype(np.float64)
+        else:
+            low, high = value_range * slope + intercept
         np.subtract(np.float32(low + high), target, out=target)
     if target is not out:
         out[...] = _resample(target, out.shape)
@@ -807,6 +827,8 @@ class _Header:
 
     def holder(self, frame: int, sequence: str, keyword: str) -> Dataset | None:
         """The dataset holding `keyword` for `frame`: per-frame group, shared group, else top level."""
+        if not self.groups[frame]:  # a single-frame file: the top level (_value finds absent values)
+            return self.ds
         for group in self.groups[frame]:
             items = _value(group, self.path, sequence, list)
             if items and _present(items[0], keyword):
@@ -821,12 +843,12 @@ class _Header:
         """A numeric multi-value geometry tag of a frame as float64 (size,), NaN when absent."""
 
         def floats(value: Any) -> np.ndarray:
-            array = np.atleast_1d(np.asarray(value, dtype=np.float64))
-            if array.shape != (size,):
-                raise ValueError(f"{array.size} values, expected {size}")
-            if not np.isfinite(array).all():
+            values = [float(v) for v in value] if isinstance(value, list | tuple | MultiValue) else [value]
+            if len(values) != size:
+                raise ValueError(f"{len(values)} values, expected {size}")
+            if not all(map(math.isfinite, values)):
                 raise ValueError("not finite")
-            return array
+            return np.array(values, dtype=np.float64)
 
         value = self.frame_value(frame, sequence, keyword, floats)
         return np.full(size, np.nan) if value is None else value

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinegrade.data.intensity import normalize
 from spinegrade.data.series import Series
 from spinegrade.localization.targets import SeriesTargets, Task, rescale, slice_to_depth
 
 
-def series_stack(series: Series, size: int) -> torch.Tensor:
-    """All slices of a series normalised to [0, 1] and resized to (n, size, size) float32."""
-    pixels = torch.from_numpy(normalize(series.pixels)).float()[:, None]
+def series_stack(series: Series, size: int, slices: np.ndarray | None = None) -> torch.Tensor:
+    """The slices of a series (all, or the indices `slices`) normalised to [0, 1] (`series.normalized`,
+    over the whole series) and resized to (n, size, size) float32."""
+    normalized = series.normalized()
+    pixels = torch.from_numpy(normalized if slices is None else normalized[slices])[:, None]
     resized = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized[:, 0]
 
@@ -44,6 +45,14 @@ def slice_input(stack: torch.Tensor, index: int, context: int, series: Series | 
         return stack[torch.from_numpy(series.neighbours(index, context))]
     offsets = torch.arange(context) - context // 2
     return stack[(index + offsets).clamp(0, len(stack) - 1)]
+
+
+def slice_inputs(series: Series, indices: np.ndarray, size: int, context: int) -> torch.Tensor:
+    """`slice_input` of each of `indices` (N, context, size, size), resizing only the slices they use (an
+    axial series has some 50 slices; five levels use at most 15)."""
+    neighbours = series.neighbours(np.asarray(indices, dtype=np.int64), context)  # (N, context)
+    used, inverse = np.unique(neighbours, return_inverse=True)
+    return series_stack(series, size, used)[torch.from_numpy(inverse.reshape(neighbours.shape))]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from spinegrade.data.series import Series
 from spinegrade.errors import DataError
-from spinegrade.localization.dataset import series_stack, slice_input, volume_input
+from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
 from spinegrade.localization.model import LocatorNet, build_net
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
@@ -184,8 +184,11 @@ def locate_axial(
     picks = {lv: pick for lv, pick in picks.items() if pick is not None}
     if not picks:
         return []
-    stacks = {i: series_stack(axials[i], s.size) for i in {i for i, _ in picks.values()}}
-    inputs = torch.stack([slice_input(stacks[i], index, s.context, axials[i]) for i, index in picks.values()])
+    chosen = list(picks.values())
+    inputs = torch.empty(len(chosen), s.context, s.size, s.size)
+    for i in dict.fromkeys(i for i, _ in chosen):  # each series resizes only the slices its picks use
+        mine = [k for k, (j, _) in enumerate(chosen) if j == i]
+        inputs[mine] = slice_inputs(axials[i], np.array([chosen[k][1] for k in mine]), s.size, s.context)
     heatmaps, _ = model.net(inputs.to(device))
     xy, confidence = decode_heatmaps(heatmaps.cpu())
     h, w = heatmaps.shape[-2:]
