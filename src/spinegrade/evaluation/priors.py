@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spinegrade.data.tables import labels_long, read_train_labels
 from spinegrade.errors import DataError
 from spinegrade.vocab import SEVERITIES, SEVERITY_WEIGHTS, TARGETS
 
@@ -72,8 +73,6 @@ def training_priors(path: str | os.PathLike) -> tuple[pd.DataFrame, set[int] | N
     predict and cv use); a best.json, or a folder of runs (every best.json below it), the mean of the runs'
     own training-fold priors. For filling predictions a submission lacks, without priors of the studies
     being scored."""
-    from spinegrade.data.tables import labels_long, read_train_labels
-
     path = Path(path)
     if path.is_file() and path.suffix == ".csv":
         labels = read_train_labels(path)
