@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,50 @@ def test_report_differences_are_paired_intervals_of_the_score_difference(tiny_ph
     assert d["value"] == pytest.approx(scores["sharp"]["score"]["value"] - scores["prior"]["score"]["value"])
     assert d["low"] <= d["value"] <= d["high"] and d["high"] - d["low"] > 0
     assert "- sharp - prior: " in render_markdown(report)
+
+
+@pytest.mark.slow
+def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
+    tiny_phantom: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from spinegrade.crossval.run import cross_validate
+    from spinegrade.localization.settings import LocatorSettings
+    from spinegrade.runtime import torch_threads
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_phantom, data)
+    out = tmp_path / "cv"
+    settings = CvSettings(
+        n_folds=3,
+        folds=(0,),
+        archs=("resnet10t",),
+        train_points=("labelled",),
+        size=32,
+        epochs=1,
+        locator=LocatorSettings(size=64, epochs=1, samples_per_epoch=16),
+        n_boot=50,
+        variants={"bal": {"class_weights": "balanced"}},
+    )
+    with torch_threads(1):
+        first = cross_validate(data, out, settings)
+        run = out / "fold0" / "classifiers" / "resnet10t__labelled__bal"
+        stamp = (run / "best.safetensors").stat().st_mtime_ns
+        more = {**settings.variants, "flip": {"side_flip": True}}
+        report = cross_validate(data, out, replace(settings, variants=more), resume=True)
+    assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
+    assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
+    assert json.loads((run.with_name("resnet10t__labelled__flip") / "config.json").read_text())["side_flip"]
+    scores = report["scores"]
+    for name in ("end to end (variant bal)", "end to end raw (variant bal)", "oracle points (variant flip)"):
+        assert name in scores, name
+    assert "end to end raw (variant flip)" not in scores  # challenge weights: the correction is the identity
+    raw = pd.read_csv(out / "oof_raw_variant_bal_submission.csv")
+    corrected = pd.read_csv(out / "oof_variant_bal_submission.csv")
+    assert len(raw) == len(corrected) == 25 * first["folds"]["studies_per_fold"][0]
+    assert not np.allclose(raw[list(SEVERITIES)], corrected[list(SEVERITIES)])
+    d = report["differences"]["end to end (variant bal) - end to end (labelled)"]
+    bal, headline = scores["end to end (variant bal)"], scores["end to end (labelled)"]
+    assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
+    assert d["low"] <= d["value"] <= d["high"]

@@ -173,8 +173,9 @@ class Ensemble:
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
-        override those of an ensemble.json; the default space is logit (measured better than probability
-        on phantom OOF predictions: README)."""
+        override those of an ensemble.json; the default space is logit (better on an older phantom's
+        oracle-point OOF; end to end on the demo's, probability did better for one pair of training
+        variants: README, "Predictions tuned to the metric")."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
