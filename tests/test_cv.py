@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from untrained import write_models
 
 from spinegrade.crossval.points import POINT_COLUMNS, error_summary, located_errors, training_points
 from spinegrade.crossval.report import build_report, render_markdown
-from spinegrade.crossval.run import fold_priors, prior_rows, study_plans
+from spinegrade.crossval.run import CvSettings, fold_priors, prior_rows, study_plans
+from spinegrade.crossval.variants import parse_variants
 from spinegrade.data.tables import labels_long, load_rsna
+from spinegrade.errors import DataError
 from spinegrade.evaluation.score import score_submission
 from spinegrade.prediction.studies import read_study
-from spinegrade.vocab import SEVERITIES
+from spinegrade.vocab import CONDITIONS, SEVERITIES
 
 
 def test_located_errors_measure_signed_offsets_in_mm_and_slices(tiny_phantom: Path) -> None:
@@ -121,3 +126,125 @@ def test_report_scores_every_entry_on_the_studies_all_of_them_predict(tiny_phant
     )
     text = render_markdown(report)
     assert "| sharp |" in text and "Sagittal T2/STIR" in text
+
+
+def test_variants_are_typed_train_config_overrides_and_bad_ones_name_the_valid_keys() -> None:
+    variants = parse_variants(
+        ["score:loss=score,any_severe=1", "flip:side_flip=true", "e:epochs=none", "none:imbalance=none"]
+    )
+    assert variants == {
+        "score": {"loss": "score", "any_severe": 1.0},
+        "flip": {"side_flip": True},
+        "e": {"epochs": None},
+        "none": {"imbalance": "none"},
+    }
+    with pytest.raises(DataError, match=r"'foo' is not a training setting.*class_weights, smote_space"):
+        parse_variants(["x:foo=1"])
+    with pytest.raises(DataError, match="'arch' is not a training setting"):  # cv sets it: --arch
+        parse_variants(["x:arch=vgg16"])
+    with pytest.raises(DataError, match="side_flip: 'maybe' is not a boolean"):
+        parse_variants(["x:side_flip=maybe"])
+    with pytest.raises(DataError, match="epochs: 'two' is not int"):
+        parse_variants(["x:epochs=two"])
+    with pytest.raises(DataError, match=r"--variant x: any_severe 1.0: .* with loss 'score'"):
+        parse_variants(["x:any_severe=1"])  # TrainConfig's own checks, before anything trains
+    with pytest.raises(DataError, match="write NAME:key=value"):
+        parse_variants(["a/b:epochs=1"])
+    with pytest.raises(DataError, match="given twice"):
+        parse_variants(["a:epochs=1", "a:epochs=2"])
+    with pytest.raises(DataError, match="'bogus' is not a training setting"):
+        CvSettings(variants={"a": {"bogus": 1}})
+
+
+def _run_with_shift(path: Path, factors: np.ndarray) -> Path:
+    """An untrained run whose best.json carries prior-shift factors (5 conditions x 3 severities)."""
+    from spinegrade.training.checkpoint import load_run, save_model
+
+    run, _ = write_models(path)
+    model, info = load_run(run)
+    save_model(run, "best", model, {**info, "prior_shift": {"factors": factors.tolist()}})
+    return run
+
+
+def test_raw_grading_drops_only_a_real_prior_shift_correction(tmp_path: Path) -> None:
+    from spinegrade.prediction.grade import Ensemble
+    from spinegrade.training.imbalance import apply_prior_shift
+
+    factors = np.tile([0.2, 0.3, 0.5], (len(CONDITIONS), 1))
+    shifted = Ensemble.load([_run_with_shift(tmp_path / "a", factors)])
+    uniform = Ensemble.load([_run_with_shift(tmp_path / "b", np.ones((len(CONDITIONS), 3)))])
+    assert shifted.shifts and not uniform.shifts  # ones (challenge weights, no sampler) change nothing
+    raw = shifted.without_prior_shift()
+    assert not raw.shifts and raw.runs[0].model is shifted.runs[0].model  # shared, not reloaded
+    spec = shifted.specs[0]
+    crops = np.random.default_rng(0).random((len(CONDITIONS), spec.k, spec.size, spec.size), np.float32)
+    points = pd.DataFrame({"condition": list(CONDITIONS), "level": ["l4_l5"] * len(CONDITIONS)})
+    plain = raw.predict({spec: crops}, points)
+    expected = apply_prior_shift(plain, np.arange(len(CONDITIONS)), factors)
+    np.testing.assert_allclose(shifted.predict({spec: crops}, points), expected, rtol=1e-6)
+    assert not np.allclose(plain, expected)
+
+
+def test_report_differences_are_paired_intervals_of_the_score_difference(tiny_phantom: Path) -> None:
+    data = load_rsna(tiny_phantom, "train")
+    folds = pd.Series(np.arange(len(data.labels)) % 2, index=data.labels["study_id"])
+    priors = fold_priors(labels_long(data.labels), folds, 0)
+    prior = pd.concat([prior_rows(s, priors) for s in data.labels["study_id"]], ignore_index=True)
+    sharp = prior.copy()
+    sharp[list(SEVERITIES)] = [0.98, 0.01, 0.01]
+    entries = {"prior": prior, "sharp": sharp}
+    report = build_report(
+        data.labels, entries, error_summary(_points()), differences={"sharp - prior": ("sharp", "prior")}
+    )
+    d = report["differences"]["sharp - prior"]
+    scores = report["scores"]
+    assert d["value"] == pytest.approx(scores["sharp"]["score"]["value"] - scores["prior"]["score"]["value"])
+    assert d["low"] <= d["value"] <= d["high"] and d["high"] - d["low"] > 0
+    assert "- sharp - prior: " in render_markdown(report)
+
+
+@pytest.mark.slow
+def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
+    tiny_phantom: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from spinegrade.crossval.run import cross_validate
+    from spinegrade.localization.settings import LocatorSettings
+    from spinegrade.runtime import torch_threads
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_phantom, data)
+    out = tmp_path / "cv"
+    settings = CvSettings(
+        n_folds=3,
+        folds=(0,),
+        archs=("resnet10t",),
+        train_points=("labelled",),
+        size=32,
+        epochs=1,
+        locator=LocatorSettings(size=64, epochs=1, samples_per_epoch=16),
+        n_boot=50,
+        variants={"bal": {"class_weights": "balanced"}},
+    )
+    with torch_threads(1):
+        first = cross_validate(data, out, settings)
+        run = out / "fold0" / "classifiers" / "resnet10t__labelled__bal"
+        stamp = (run / "best.safetensors").stat().st_mtime_ns
+        more = {**settings.variants, "flip": {"side_flip": True}}
+        report = cross_validate(data, out, replace(settings, variants=more), resume=True)
+    assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
+    assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
+    assert json.loads((run.with_name("resnet10t__labelled__flip") / "config.json").read_text())["side_flip"]
+    scores = report["scores"]
+    for name in ("end to end (variant bal)", "end to end raw (variant bal)", "oracle points (variant flip)"):
+        assert name in scores, name
+    assert "end to end raw (variant flip)" not in scores  # challenge weights: the correction is the identity
+    raw = pd.read_csv(out / "oof_raw_variant_bal_submission.csv")
+    corrected = pd.read_csv(out / "oof_variant_bal_submission.csv")
+    assert len(raw) == len(corrected) == 25 * first["folds"]["studies_per_fold"][0]
+    assert not np.allclose(raw[list(SEVERITIES)], corrected[list(SEVERITIES)])
+    d = report["differences"]["end to end (variant bal) - end to end (labelled)"]
+    bal, headline = scores["end to end (variant bal)"], scores["end to end (labelled)"]
+    assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
+    assert d["low"] <= d["value"] <= d["high"]

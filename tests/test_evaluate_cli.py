@@ -74,21 +74,46 @@ def test_good_run_prints_the_score_and_writes_the_report(files, tmp_path: Path) 
     assert report["counts"]["unscored_rows"] == 1
 
 
-def test_allow_missing_fills_and_warns(files, tmp_path: Path) -> None:
+def test_allow_missing_fills_with_training_priors_only(files, tmp_path: Path) -> None:
     labels, pred, lines = files
     pred.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
     refused = invoke(labels, pred, tmp_path / "refused")
     assert refused.exit_code == 2
     assert "no prediction for 1 of 74 labelled target(s)" in flat(refused.output)
     assert lines[5].split(",")[0] in refused.output and not (tmp_path / "refused").exists()
-    result = invoke(labels, pred, tmp_path / "report", "--allow-missing")
-    assert result.exit_code == 0, result.output
-    assert "warning:" in result.output and "filled with the per-level class frequencies" in flat(
-        result.output
+    no_priors = invoke(labels, pred, tmp_path / "no_priors", "--allow-missing")
+    assert no_priors.exit_code == 2 and "pass --priors with the training studies' train.csv" in flat(
+        no_priors.output
     )
+    leaking = invoke(labels, pred, tmp_path / "leak", "--allow-missing", "--priors", str(labels))
+    assert leaking.exit_code == 2 and "holds 3 of the scored studies" in flat(leaking.output)
+
+    training = pd.read_csv(labels).assign(study_id=[7, 8, 9])  # other studies' labels
+    training.iloc[:, 1:] = "Severe"
+    training_csv = tmp_path / "training.csv"
+    training.to_csv(training_csv, index=False)
+    result = invoke(labels, pred, tmp_path / "report", "--allow-missing", "--priors", str(training_csv))
+    assert result.exit_code == 0, result.output
+    assert "filled with the training priors" in flat(result.output)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["counts"]["filled_rows"] == 1
-    assert any("filled with the per-level class frequencies" in w for w in report["warnings"])
+    filled = pd.read_csv(pred).drop_duplicates()
+    row = lines[5].split(",")[0]
+    # 3 x Severe + 0.5 smoothing per class, times the weights 1/2/4: (0.5, 1, 14) / 15.5
+    expected = dict(zip(SEVERITIES, np.array([0.5, 1.0, 14.0]) / 15.5, strict=True))
+    fill = pd.DataFrame([{"row_id": row, **expected}])
+    want = score_submission(pd.read_csv(labels), pd.concat([filled, fill], ignore_index=True))
+    assert report["score"] == pytest.approx(want["score"])
+
+    runs = tmp_path / "runs" / "fold0"
+    runs.mkdir(parents=True)
+    records = [{"condition": c, "level": lv, **expected} for c, lv in TARGETS]
+    (runs / "best.json").write_text(json.dumps({"priors": records}))
+    from_runs = invoke(labels, pred, tmp_path / "report2", "--allow-missing", "--priors", str(runs.parent))
+    assert from_runs.exit_code == 0, from_runs.output
+    assert json.loads((tmp_path / "report2" / "report.json").read_text())["score"] == pytest.approx(
+        want["score"]
+    )
 
 
 def test_unknown_study_is_ignored_with_a_warning(files, tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def test_score_submission_equals_challenge_score_and_ignores_unknown_studies() -
     assert joined.counts["scored_rows"] == int(frame["severity"].notna().sum())
 
 
-def test_missing_predictions_error_or_filled_with_level_priors() -> None:
+def test_missing_predictions_error_or_filled_with_the_given_training_priors() -> None:
     frame = random_frame(np.random.default_rng(5), 6, blank=0.0)
     labels, submission = wide_labels(frame), submission_of(frame)
     dropped = submission.iloc[[3, 30]]
@@ -181,15 +181,20 @@ def test_missing_predictions_error_or_filled_with_level_priors() -> None:
         DataError, match=r"no prediction for 2 of 150 labelled target\(s\).*" + dropped.iloc[0, 0]
     ):
         score_submission(labels, partial)
-    with pytest.warns(EvaluationWarning, match="filled with the per-level class frequencies"):
-        joined = join_submission(labels, partial, allow_missing=True)
-    assert joined.counts["filled_rows"] == 2
-    priors = level_priors(frame.astype({"severity": int}), weighted=False).set_index(["condition", "level"])
+    training = random_frame(np.random.default_rng(6), 9, blank=0.0).astype({"severity": int})
+    priors = level_priors(training, weighted=True)  # other studies' priors, never the scored labels'
+    with pytest.warns(EvaluationWarning, match="filled with the training priors"):
+        joined = join_submission(labels, partial, fill=priors)
+    assert joined.counts["filled_rows"] == 2 and joined.counts["scored_rows"] == 150
+    indexed = priors.set_index(["condition", "level"])
     filled = joined.frame.set_index(list(FRAME_KEY)).loc[frame.set_index(list(FRAME_KEY)).index[[3, 30]]]
     for (_, condition, level), row in filled.iterrows():
         np.testing.assert_allclose(
-            row[list(SEVERITIES)].to_numpy(float), priors.loc[(condition, level)].to_numpy(float)
+            row[list(SEVERITIES)].to_numpy(float), indexed.loc[(condition, level)].to_numpy(float)
         )
+    with pytest.warns(EvaluationWarning, match="not scored"):
+        kept = join_submission(labels, partial, drop_missing=True)
+    assert kept.counts["scored_rows"] == 148 and kept.counts["filled_rows"] == 0
 
 
 def test_labels_without_the_train_csv_columns_are_refused() -> None:

@@ -63,6 +63,13 @@ def cv_command(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the cv run in --out, reusing finished stages."
     ),
+    variant: list[str] = typer.Option(
+        [],
+        "--variant",
+        help="NAME:key=value[,key=value]: also train and grade classifiers with these training settings "
+        "(TrainConfig fields, e.g. smote:imbalance=smote, flip:side_flip=true) on the same folds, located "
+        "points and crops; the report adds each with its paired difference to the headline. Repeatable.",
+    ),
 ) -> None:
     """Cross-validate the whole pipeline: the score to expect on unseen studies, with its interval.
 
@@ -72,10 +79,12 @@ def cv_command(
     OUT/oof_points.csv (every located point and its error) and OUT/report.json + report.md.
 
     Example: spinegrade cv data/rsna --out runs/cv --folds 0 --arch efficientnet_b0
+    --variant smote:imbalance=smote
     """
     from dataclasses import replace
 
     from spinegrade.crossval.run import CvSettings, cross_validate
+    from spinegrade.crossval.variants import parse_variants
 
     settings = CvSettings(
         n_folds=n_folds,
@@ -93,5 +102,6 @@ def cv_command(
         devices=devices,
         workers=workers,
         threads=threads,
+        variants=parse_variants(variant),
     )
     cross_validate(data_dir, out, settings, folds_file=folds_file, resume=resume)

@@ -8,10 +8,12 @@ Stages (each one's files under OUT, reused by a resumed run):
      every study's out-of-fold located point);
   4. locate: OUT/fold<f>/points.csv, each validation study located and compared with its labels;
   5. training points: OUT/train_points_<mode>, crops at jittered or located points (crossval.points);
-  6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds;
+  6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds, and per
+     --variant (crossval.variants) <arch>__<points>__<variant> at the headline points;
   7. grade: the fold's studies graded end to end from the located points (prediction's grading, priors of
      the training folds for whatever cannot be graded), and at the labelled points (the runs' validation
-     predictions); then the report (crossval.report).
+     predictions), variants whose prior-shift correction is not the identity also without it ("raw");
+     then the report (crossval.report), each variant with its paired difference to the headline.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
 from spinegrade.crossval.report import build_report, render_markdown
+from spinegrade.crossval.variants import check_variant
 from spinegrade.data.tables import RsnaData, labels_long, load_rsna
 from spinegrade.errors import DataError, Problem
 from spinegrade.evaluation.calibration import CALIBRATION_FILE, fit_calibration, nested_calibrated_oof
@@ -69,6 +72,8 @@ class CvSettings:
     workers: int = 0  # processes reading studies ahead / cutting crops (0: in this process)
     threads: int = 1  # torch CPU threads
     n_boot: int = 2000
+    # name -> TrainConfig overrides (crossval.variants), trained at the headline training points
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
@@ -76,6 +81,8 @@ class CvSettings:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
         if not self.archs:
             raise DataError("cv needs at least one architecture")
+        for name, overrides in self.variants.items():
+            check_variant(name, overrides)
 
 
 def _progress(console: Console) -> Progress:
@@ -109,8 +116,30 @@ def prior_rows(study_id: int, priors: pd.DataFrame) -> pd.DataFrame:
     return StudyResult(int(study_id), pd.DataFrame(), grades).rows()
 
 
-def _run_name(arch: str, points: str) -> str:
-    return f"{arch}__{points}"
+def _run_name(arch: str, points: str, variant: str | None = None) -> str:
+    return f"{arch}__{points}" + (f"__{variant}" if variant else "")
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One graded classifier set: its oof_<kind><key>submission.csv key, report label and run folders."""
+
+    key: str
+    label: str
+    points: str
+    variant: str | None = None
+
+    def runs(self, out: Path, fold: int, archs: Sequence[str]) -> list[Path]:
+        folder = out / f"fold{fold}" / "classifiers"
+        return [folder / _run_name(a, self.points, self.variant) for a in archs]
+
+
+def _members(settings: CvSettings) -> list[_Member]:
+    """Every training-points mode (the headline's files unnamed), then every variant."""
+    modes = settings.train_points
+    return [_Member(_file_key(m, modes), m, m) for m in modes] + [
+        _Member(f"variant_{v}_", f"variant {v}", modes[0], v) for v in settings.variants
+    ]
 
 
 def locate_fold(
@@ -260,14 +289,15 @@ def cross_validate(
                 devices=settings.devices,
                 threads=settings.threads,
             )
-            for fold in graded:
-                for mode in settings.train_points:
-                    for arch in settings.archs:
+            for member in _members(settings):
+                overrides = settings.variants.get(member.variant or "", {})
+                for fold in graded:
+                    for arch, run in zip(settings.archs, member.runs(out, fold, settings.archs), strict=True):
                         train_run(
                             cache,
-                            out / f"fold{fold}" / "classifiers" / _run_name(arch, mode),
-                            replace(base, arch=arch, fold=fold),
-                            train_cache=train_caches.get(mode),
+                            run,
+                            replace(base, arch=arch, fold=fold, **overrides),
+                            train_cache=train_caches.get(member.points),
                             resume=True,
                             console=console,
                         )
@@ -277,7 +307,8 @@ def cross_validate(
         write_csv_atomic(frame, out / f"oof_{name}submission.csv")
     shown = all_points[all_points["fold"].isin(graded)]
     write_csv_atomic(shown, out / "oof_points.csv")
-    named = _named(submissions, settings.train_points)
+    members = _members(settings)
+    named = _named(submissions, members)
     main = settings.train_points[0]
     gaps = {
         f"end to end - oracle points ({mode} training points)": (
@@ -285,6 +316,17 @@ def cross_validate(
             f"oracle points ({mode})",
         )
         for mode in settings.train_points
+    }
+    headline = f"end to end ({main})"
+    differences = {  # each variant against the headline, on the same resamples
+        f"{entry} - {base}": (entry, base)
+        for m in members[len(settings.train_points) :]
+        for entry, base in (
+            (f"end to end ({m.label})", headline),
+            (f"end to end raw ({m.label})", headline),
+            (f"oracle points ({m.label})", f"oracle points ({main})"),
+        )
+        if entry in named
     }
     if len(graded) >= 2:  # calibration of the headline OOF: nested (honest) in the report, fitted on all
         raw = named[f"end to end ({main})"]
@@ -301,10 +343,11 @@ def cross_validate(
         named,
         error_summary(shown),
         gaps=gaps,
+        differences=differences,
         n_boot=settings.n_boot,
         seed=settings.seed,
         extra={
-            "headline": f"end to end ({main})",
+            "headline": headline,
             "folds_graded": graded,
             "folds": plan_summary(folds),
             "settings": asdict(settings),
@@ -318,19 +361,21 @@ def cross_validate(
     return report
 
 
-def _named(submissions: dict[str, pd.DataFrame], modes: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """The report's entries: end to end and oracle per training-points mode, then the prior."""
+def _named(submissions: dict[str, pd.DataFrame], members: Sequence[_Member]) -> dict[str, pd.DataFrame]:
+    """The report's entries: end to end (and raw, when graded), oracle per member, then the prior."""
     named = {}
-    for mode in modes:
-        named[f"end to end ({mode})"] = submissions[_file_key("", mode, modes)]
-        named[f"oracle points ({mode})"] = submissions[_file_key("oracle_", mode, modes)]
+    for m in members:
+        named[f"end to end ({m.label})"] = submissions[m.key]
+        if f"raw_{m.key}" in submissions:
+            named[f"end to end raw ({m.label})"] = submissions[f"raw_{m.key}"]
+        named[f"oracle points ({m.label})"] = submissions[f"oracle_{m.key}"]
     named["prior (training folds)"] = submissions["prior_"]
     return named
 
 
-def _file_key(kind: str, mode: str, modes: Sequence[str]) -> str:
+def _file_key(mode: str, modes: Sequence[str]) -> str:
     """oof_<key>submission.csv: the headline mode's files unnamed, the others' named by their mode."""
-    return kind if mode == modes[0] else f"{kind}{mode}_"
+    return "" if mode == modes[0] else f"{mode}_"
 
 
 def grade_folds(
@@ -343,37 +388,46 @@ def grade_folds(
     long: pd.DataFrame,
     console: Console,
 ) -> dict[str, pd.DataFrame]:
-    """Every graded fold's studies, end to end (located points) and at the labelled points, per training
-    points mode, plus the training folds' priors: file key -> submission rows."""
+    """Every graded fold's studies, end to end (located points; "raw_" also without the prior-shift
+    correction where it is not the identity) and at the labelled points, per member (training-points
+    mode or variant), plus the training folds' priors: file key -> submission rows."""
     from spinegrade.prediction.grade import Ensemble
     from spinegrade.prediction.grading import grade_study
     from spinegrade.prediction.readahead import read_studies
 
     parts: dict[str, list[pd.DataFrame]] = {}
-    modes = settings.train_points
+    members = _members(settings)
+    shifted: set[str] = set()  # members corrected in some fold: their raw files are kept
     for fold in graded:
         priors = fold_priors(long, folds, fold)
         ids = sorted(folds.index[folds == fold])
-        runs = {
-            mode: [out / f"fold{fold}" / "classifiers" / _run_name(a, mode) for a in settings.archs]
-            for mode in modes
-        }
-        ensembles = {mode: Ensemble.load(paths) for mode, paths in runs.items()}
+        runs = {m.key: m.runs(out, fold, settings.archs) for m in members}
+        ensembles = {key: Ensemble.load(paths) for key, paths in runs.items()}
+        for key, ensemble in list(ensembles.items()):
+            if ensemble.shifts:
+                ensembles[f"raw_{key}"] = ensemble.without_prior_shift()
+                shifted.add(key)
         by_study = dict(tuple(located[fold].groupby("study_id"))) if len(located[fold]) else {}
         with _progress(console) as bar:
             task = bar.add_task(f"grading fold {fold}", total=len(ids))
             for images in read_studies(study_plans(data, ids), settings.workers):
                 points = by_study.get(images.study_id, pd.DataFrame())
-                for mode in modes:
-                    result = grade_study(images, lambda _s, p=points: p, ensembles[mode], priors)
-                    parts.setdefault(_file_key("", mode, modes), []).append(result.rows())
+                for key, ensemble in ensembles.items():
+                    rows = grade_study(images, lambda _s, p=points: p, ensemble, priors).rows()
+                    parts.setdefault(key, []).append(rows)
+                    if not ensemble.shifts and not key.startswith("raw_"):  # raw = corrected here
+                        parts.setdefault(f"raw_{key}", []).append(rows)
                 bar.advance(task)
         fallback = pd.concat([prior_rows(s, priors) for s in ids], ignore_index=True)
         parts.setdefault("prior_", []).append(fallback)
-        for mode in modes:
-            oracle = pd.concat([pd.read_csv(r / "val_predictions.csv") for r in runs[mode]])
+        for key, paths in runs.items():
+            oracle = pd.concat([pd.read_csv(r / "val_predictions.csv") for r in paths])
             oracle = oracle.groupby("row_id", sort=False)[list(SEVERITIES)].mean()
             rows = fallback.set_index("row_id")
             rows.update(oracle)
-            parts.setdefault(_file_key("oracle_", mode, modes), []).append(rows.reset_index())
-    return {key: pd.concat(frames, ignore_index=True) for key, frames in parts.items()}
+            parts.setdefault(f"oracle_{key}", []).append(rows.reset_index())
+    return {
+        key: pd.concat(frames, ignore_index=True)
+        for key, frames in parts.items()
+        if not key.startswith("raw_") or key[4:] in shifted
+    }

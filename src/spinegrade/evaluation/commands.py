@@ -41,7 +41,13 @@ def evaluate_command(
         "(default: PRED's folder/studies/view when it exists).",
     ),
     allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="Fill missing predictions with the per-level class frequencies."
+        False, "--allow-missing", help="Fill missing predictions with the training priors of --priors."
+    ),
+    priors: Path | None = typer.Option(
+        None,
+        "--priors",
+        help="With --allow-missing: the training studies' train.csv (class frequencies x 1/2/4) or the "
+        "classifier runs that made --pred (their best.json priors); never the scored labels.",
     ),
 ) -> None:
     """Score predictions with the RSNA 2024 challenge metric, print the score, optionally write a report.
@@ -57,7 +63,9 @@ def evaluate_command(
 
     console, errors = Console(), Console(stderr=True)
     try:
-        report = evaluate_submission(labels, pred, out=out, allow_missing=allow_missing, views=views)
+        report = evaluate_submission(
+            labels, pred, out=out, allow_missing=allow_missing, priors=priors, views=views
+        )
         for note in report["warnings"]:
             errors.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
         console.print(_score_table(report))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from spinegrade.data.tables import labels_long, read_train_labels
 from spinegrade.errors import DataError
 from spinegrade.vocab import SEVERITIES, SEVERITY_WEIGHTS, TARGETS
 
@@ -35,7 +42,49 @@ def level_priors(labels_long: pd.DataFrame, weighted: bool = False, smoothing: f
     if weighted:
         values = values * np.asarray(SEVERITY_WEIGHTS)
     values /= values.sum(axis=1, keepdims=True)
+    return prior_frame(values)
+
+
+def prior_frame(values: np.ndarray) -> pd.DataFrame:
+    """DataFrame[condition, level, normal_mild, moderate, severe] of probabilities (25, 3), TARGETS order."""
     out = pd.DataFrame(values, columns=list(SEVERITIES))
     out.insert(0, "level", [lv for _, lv in TARGETS])
     out.insert(0, "condition", [c for c, _ in TARGETS])
     return out
+
+
+def average_priors(tables: Sequence[Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """The mean of several runs' best.json "priors" records (condition, level, 3 probabilities), in
+    TARGETS order: the priors an ensemble of those runs gives targets it cannot grade."""
+    try:
+        frames = [
+            pd.DataFrame(list(t)).set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
+            for t in tables
+        ]
+    except KeyError as exc:
+        raise DataError(f"priors lack a target or a column: {exc}") from None
+    return prior_frame(sum(f.to_numpy(np.float64) for f in frames) / len(frames))
+
+
+def training_priors(path: str | os.PathLike) -> tuple[pd.DataFrame, set[int] | None, str]:
+    """(per-level priors, the study ids they come from or None when unknown, description) of `path`.
+
+    A train.csv-format CSV of the training studies gives its challenge-weighted class frequencies (as
+    predict and cv use); a best.json, or a folder of runs (every best.json below it), the mean of the runs'
+    own training-fold priors. For filling predictions a submission lacks, without priors of the studies
+    being scored."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".csv":
+        labels = read_train_labels(path)
+        weighted = level_priors(labels_long(labels), weighted=True)
+        return weighted, set(labels["study_id"].astype(int)), f"{path} (class frequencies x 1/2/4)"
+    files = [path] if path.is_file() else sorted(path.rglob("best.json")) if path.is_dir() else []
+    if not files:
+        raise DataError(f"--priors {path}: give the training labels (train.csv format) or classifier runs")
+    tables = []
+    for file in files:
+        try:
+            tables.append(json.loads(file.read_text())["priors"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{file}: no training priors ({type(exc).__name__}: {exc})") from None
+    return average_priors(tables), None, f"the training priors of {len(files)} run(s) under {path}"

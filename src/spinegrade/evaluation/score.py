@@ -22,7 +22,6 @@ import pandas as pd
 
 from spinegrade.data.tables import labels_long
 from spinegrade.errors import DataError
-from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.submission import validate_submission
 from spinegrade.vocab import (
     CONDITION_GROUPS,
@@ -288,16 +287,21 @@ def _row_ids(frame: pd.DataFrame, limit: int = 5) -> str:
 
 
 def join_submission(
-    labels_wide: pd.DataFrame, submission: pd.DataFrame, *, allow_missing: bool = False
+    labels_wide: pd.DataFrame,
+    submission: pd.DataFrame,
+    *,
+    fill: pd.DataFrame | None = None,
+    drop_missing: bool = False,
 ) -> JoinedSubmission:
     """Match a submission (row_id, normal_mild, moderate, severe) to train.csv-format labels.
 
     The scored studies are those of the labels that the submission predicts (so a validation fold's
     predictions can be scored against the whole train.csv; label studies without any prediction are counted
     and warned about). Every labelled target of a scored study needs a prediction: a missing one is a
-    DataError giving how many and the first row ids, or with allow_missing=True it is filled with the
-    per-level class frequencies of the labels (priors.level_priors, unweighted) and warned about. Rows of
-    studies absent from the labels are ignored with a warning; rows whose label is blank are not scored.
+    DataError giving how many and the first row ids; with `fill` (per-level priors: condition, level and
+    the 3 probabilities, e.g. priors.training_priors - never priors of the scored labels themselves) it
+    is filled from them, and with drop_missing=True left out; both are warned about. Rows of studies
+    absent from the labels are ignored with a warning; rows whose label is blank are not scored.
     """
     missing = [c for c in ("study_id", *LABEL_COLUMNS) if c not in labels_wide.columns]
     if missing:
@@ -334,24 +338,30 @@ def join_submission(
             f"{source}: no prediction for {int(absent.sum())} of {len(frame)} labelled target(s) of the "
             f"studies it predicts, e.g. {_row_ids(frame[absent])}"
         )
-        if not allow_missing:
+        if drop_missing:
+            warnings.warn(f"{message}; not scored", EvaluationWarning, stacklevel=2)
+        elif fill is None:
             raise DataError(
-                f"{message}; predict every target of those studies, or allow missing predictions "
-                "(--allow-missing) to fill them with the per-level class frequencies"
+                f"{message}; predict every target of those studies, or fill them with the training "
+                "folds' priors (--allow-missing --priors RUNS_OR_TRAINING_LABELS)"
             )
-        priors = frame.loc[absent, ["condition", "level"]].merge(
-            level_priors(long), on=["condition", "level"], how="left"
-        )
-        frame.loc[absent, list(SEVERITIES)] = priors[list(SEVERITIES)].to_numpy()
-        warnings.warn(
-            f"{message}; filled with the per-level class frequencies", EvaluationWarning, stacklevel=2
-        )
+        else:
+            priors = frame.loc[absent, ["condition", "level"]].merge(
+                fill, on=["condition", "level"], how="left"
+            )
+            if priors[list(SEVERITIES)].isna().any().any():
+                raise DataError(f"the fill priors lack targets of {source}, e.g. {_row_ids(frame[absent])}")
+            frame.loc[absent, list(SEVERITIES)] = priors[list(SEVERITIES)].to_numpy()
+            warnings.warn(f"{message}; filled with the training priors", EvaluationWarning, stacklevel=2)
+    filled = 0 if drop_missing else int(absent.sum())
+    if drop_missing:
+        frame = frame.loc[~absent]
     counts = {
         "submission_rows": len(sub),
         "unknown_study_rows": int((~known).sum()),
         "unscored_rows": int(len(predicted) - (~absent).sum()),
         "scored_rows": len(frame),
-        "filled_rows": int(absent.sum()),
+        "filled_rows": filled,
         "scored_studies": int(frame["study_id"].nunique()),
         "unpredicted_studies": len(unpredicted),
     }
@@ -359,15 +369,18 @@ def join_submission(
 
 
 def score_submission(
-    labels_wide: pd.DataFrame, submission: pd.DataFrame, *, allow_missing: bool = False, eps: float = EPS
+    labels_wide: pd.DataFrame,
+    submission: pd.DataFrame,
+    *,
+    fill: pd.DataFrame | None = None,
+    eps: float = EPS,
 ) -> dict[str, float]:
     """Score a submission (row_id, normal_mild, moderate, severe) against train.csv-format labels.
 
     See join_submission for which rows are scored: unknown studies are ignored with a warning; predictions
-    missing for labelled rows are a DataError, or with allow_missing=True filled with the per-level class
-    frequencies of the labels and warned about.
+    missing for labelled rows are a DataError, or filled from `fill` (training priors) and warned about.
     """
-    joined = join_submission(labels_wide, submission, allow_missing=allow_missing)
+    joined = join_submission(labels_wide, submission, fill=fill)
     return challenge_score(joined.frame, eps=eps)
 
 
@@ -375,19 +388,4 @@ def predicted_rows(labels_wide: pd.DataFrame, submission: pd.DataFrame, *, eps: 
     """The labelled targets that a submission predicts, as scored rows: like join_submission, but a
     labelled target without a prediction (oracle-point OOF files lack targets without coordinates) is
     left out, with an EvaluationWarning giving how many, instead of being an error or filled."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EvaluationWarning)
-        joined = join_submission(labels_wide, submission, allow_missing=True)
-    for w in caught:
-        if not str(w.message).endswith("filled with the per-level class frequencies"):
-            warnings.warn(str(w.message), EvaluationWarning, stacklevel=2)
-    sub = validate_submission(submission)[_TARGET_KEY]
-    frame = joined.frame.merge(sub.assign(_predicted=True), on=_TARGET_KEY, how="left")
-    kept = frame["_predicted"].notna().to_numpy()
-    if not kept.all():
-        warnings.warn(
-            f"{int((~kept).sum())} labelled target(s) have no prediction and are not scored",
-            EvaluationWarning,
-            stacklevel=2,
-        )
-    return scored_rows(joined.frame.loc[kept], eps=eps)
+    return scored_rows(join_submission(labels_wide, submission, drop_missing=True).frame, eps=eps)

@@ -142,6 +142,7 @@ class Ensemble:
         batch_size: int = 64,
         tta: bool = False,
         space: str = "logit",
+        prior_shift: bool = True,
     ) -> None:
         if not runs:
             raise DataError("no classifier run to grade with")
@@ -157,7 +158,7 @@ class Ensemble:
                 "--tta or use runs trained with `spinegrade train --side-flip`"
             )
         self.runs, self.device, self.batch_size, self.tta = list(runs), device, batch_size, tta
-        self.space = space
+        self.space, self.prior_shift = space, prior_shift
         self.weights = model_weights([run.weight for run in self.runs], len(self.runs))
 
     @classmethod
@@ -172,8 +173,9 @@ class Ensemble:
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
-        override those of an ensemble.json; the default space is logit (measured better than probability
-        on phantom OOF predictions: README)."""
+        override those of an ensemble.json; the default space is logit (better on an older phantom's
+        oracle-point OOF; end to end on the demo's, probability did better for one pair of training
+        variants: README, "Predictions tuned to the metric")."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
@@ -191,6 +193,24 @@ class Ensemble:
             runs.append(GradingRun(path, model, info, spec, weight))
         space = space or file_space or "logit"
         return cls(runs, device=device, batch_size=batch_size, tta=tta, space=space)
+
+    @property
+    def shifts(self) -> bool:
+        """Whether the prior-shift correction changes any run's probabilities (factors not uniform)."""
+        return self.prior_shift and any(
+            f is not None and not np.allclose(f, f[:, :1]) for f in (run.prior_shift for run in self.runs)
+        )
+
+    def without_prior_shift(self) -> Ensemble:
+        """The same runs (shared, not reloaded) graded without their prior-shift correction."""
+        return Ensemble(
+            self.runs,
+            device=self.device,
+            batch_size=self.batch_size,
+            tta=self.tta,
+            space=self.space,
+            prior_shift=False,
+        )
 
     def describe(self) -> dict[str, Any]:
         """Which models make the ensemble and how they are combined (for the prediction's records)."""
@@ -218,7 +238,7 @@ class Ensemble:
             apply_prior_shift(
                 self._run_probs(run.model, crops[run.spec], condition, level),
                 condition.numpy(),
-                run.prior_shift,
+                run.prior_shift if self.prior_shift else None,
             )
             for run in self.runs
         ]

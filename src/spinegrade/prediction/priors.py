@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from spinegrade.data.tables import TRAIN_LABELS, labels_long, read_train_labels
-from spinegrade.evaluation.priors import level_priors
+from spinegrade.evaluation.priors import average_priors, level_priors, prior_frame
 from spinegrade.prediction.grade import Ensemble
 from spinegrade.vocab import SEVERITIES, TARGETS
 
@@ -21,22 +21,10 @@ def load_priors(ensemble: Ensemble, data_dir: Path) -> tuple[pd.DataFrame, str]:
     """
     stored = [run.info.get("priors") for run in ensemble.runs]
     if all(stored):
-        tables = [
-            pd.DataFrame(p).set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
-            for p in stored
-        ]
-        mean = sum(t.to_numpy(np.float64) for t in tables) / len(tables)
-        return _prior_frame(mean), "the classifier runs' training labels (best.json)"
+        return average_priors(stored), "the classifier runs' training labels (best.json)"
     train_csv = data_dir / TRAIN_LABELS
     if train_csv.is_file():
         priors = level_priors(labels_long(read_train_labels(train_csv)), weighted=True)
         return priors, f"{train_csv} (class frequencies x 1/2/4, renormalised)"
     uniform = np.full((len(TARGETS), len(SEVERITIES)), 1 / len(SEVERITIES))
-    return _prior_frame(uniform), "uniform (no train.csv beside the test data)"
-
-
-def _prior_frame(values: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame(values, columns=list(SEVERITIES))
-    frame.insert(0, "level", [lv for _, lv in TARGETS])
-    frame.insert(0, "condition", [c for c, _ in TARGETS])
-    return frame
+    return prior_frame(uniform), "uniform (no train.csv beside the test data)"
