@@ -860,21 +860,20 @@ class _Header:
         tests between slices (stacks) exact. Rows that are not directions (zero, or far from perpendicular)
         are a header fault.
         """
-        directions = self.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6).reshape(
-            2, 3
-        )
-        if np.isnan(directions).any():
-            return directions
-        norms = np.linalg.norm(directions, axis=1, keepdims=True)
-        unit = directions / np.where(norms > 0, norms, 1.0)
-        if (norms < 0.5).any() or abs(float(unit[0] @ unit[1])) > 0.1:
+        directions = self.vector(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+        if math.isnan(directions[0]):  # vector() gives all six or NaN for all
+            return directions.reshape(2, 3)
+        row, col = directions[:3].tolist(), directions[3:].tolist()  # plain floats: 6 numbers, no numpy ops
+        norms = (math.hypot(*row), math.hypot(*col))
+        unit = [[v / n for v in axis] if n > 0 else axis for axis, n in zip((row, col), norms, strict=True)]
+        if min(norms) < 0.5 or abs(sum(a * b for a, b in zip(*unit, strict=True))) > 0.1:
             raise _FileError(
                 "header_fault",
                 f"{self.path}: ImageOrientationPatient {_tag('ImageOrientationPatient')} "
-                f"{np.round(directions.ravel(), 4).tolist()} is not two perpendicular unit directions",
+                f"{np.round(directions, 4).tolist()} is not two perpendicular unit directions",
                 self.path,
             )
-        return unit
+        return np.array(unit, dtype=np.float64)
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """(RescaleSlope, RescaleIntercept) of a frame; (1, 0) when absent."""
