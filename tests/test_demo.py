@@ -63,3 +63,5 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     report = json.loads((Path(result["paths"]["reports"]) / "test" / "report.json").read_text())
     assert report["score"] == pytest.approx(test["score"]["value"])
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["headline"] == result["headline"]
+    record = json.loads((tmp_path / "demo" / "submission.ensemble.json").read_text())
+    assert record["calibration"] == str(cv / "calibration.json")  # cv's OOF calibration grades the test

@@ -3,7 +3,8 @@
 phantom -> inspect -> cv (fold plan, crops, per fold: locators and classifier trained on the other folds,
 the fold's studies located, cropped and graded: the end-to-end out-of-fold score with its interval, the
 oracle-point score, the prior and the phantom's floor when it has one) -> predict the held-out test
-studies with every fold's classifier and fold 0's locators -> score them -> one table. Every stage writes
+studies with every fold's classifier, fold 0's locators and the calibration cv fitted on the OOF
+predictions -> score them -> one table. Every stage writes
 its usual files under OUT, so each can be looked at or rerun with its own command; rerunning the demo
 resumes what is already done.
 """
@@ -68,6 +69,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     from spinegrade.crossval.run import CvSettings, cross_validate
     from spinegrade.data.inspect import inspect_dataset, print_report
     from spinegrade.data.phantom import write_phantom
+    from spinegrade.evaluation.calibration import CALIBRATION_FILE
     from spinegrade.evaluation.evaluate import evaluate_submission
     from spinegrade.localization.settings import LocatorSettings
     from spinegrade.prediction.predict import predict
@@ -105,8 +107,14 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
     runs = [cv_dir / f"fold{f}" / "classifiers" for f in range(settings.folds)]
     with timed_stage(console, timings, "predict test studies"):
+        calibration = cv_dir / CALIBRATION_FILE  # fitted on the OOF predictions; nested, it scored better
         predicted = predict(
-            data, runs, cv_dir / "fold0" / "locator", out / "submission.csv", details=out / "studies"
+            data,
+            runs,
+            cv_dir / "fold0" / "locator",
+            out / "submission.csv",
+            details=out / "studies",
+            calibration=calibration if calibration.is_file() else None,
         )
         truth = data / "phantom_truth"  # the study pages come before scoring: the report links to them
         pages = write_views(

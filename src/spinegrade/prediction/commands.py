@@ -67,7 +67,8 @@ def predict_command(
     ensemble_space: str | None = typer.Option(
         None,
         "--ensemble-space",
-        help="Average the runs in probability or logit space (default: the runs' ensemble.json, else logit).",
+        help="Average the runs in probability or logit space (default: the runs' ensemble.json, "
+        "else probability).",
     ),
     run_weights: str | None = typer.Option(
         None, "--run-weights", help="Comma list of one weight per run, in the order the runs are found."

@@ -7,8 +7,8 @@ their weights. Runs trained on different crop settings (k, size, crop_mm) each g
 once per distinct setting with the training code.
 
 Each run's probabilities are first moved back to the score's class distribution with the prior-shift
-factors of its best.json (imbalance.prior_shift), then the runs are averaged in logit space (the
-default) or probability space (evaluation.ensemble), weighted or not. With --tta the side-mirrored crops
+factors of its best.json (imbalance.prior_shift), then the runs are averaged in probability space (the
+default) or logit space (evaluation.ensemble), weighted or not. With --tta the side-mirrored crops
 (left <-> right, the condition swapped, as training's side flip does) are averaged in too; that is refused
 for runs whose best.json does not say they were trained with side_flip, as they never saw mirrored views.
 """
@@ -141,7 +141,7 @@ class Ensemble:
         device: str = "cpu",
         batch_size: int = 64,
         tta: bool = False,
-        space: str = "logit",
+        space: str = "probability",
         prior_shift: bool = True,
     ) -> None:
         if not runs:
@@ -173,9 +173,9 @@ class Ensemble:
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
-        override those of an ensemble.json; the default space is logit (better on an older phantom's
-        oracle-point OOF; end to end on the demo's, probability did better for one pair of training
-        variants: README, "Predictions tuned to the metric")."""
+        override those of an ensemble.json; the default space is probability (end to end on the demo's
+        phantom it was better than logit, or within the interval, in every pair measured: README,
+        "Predictions tuned to the metric")."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
@@ -191,7 +191,7 @@ class Ensemble:
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}/best.json lacks the crop settings k, size: {exc}") from None
             runs.append(GradingRun(path, model, info, spec, weight))
-        space = space or file_space or "logit"
+        space = space or file_space or "probability"
         return cls(runs, device=device, batch_size=batch_size, tta=tta, space=space)
 
     @property
