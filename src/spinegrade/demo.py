@@ -50,6 +50,7 @@ class DemoSettings:
     locator_samples: int = 256
     n_boot: int = 2000
     seed: int = 0
+    threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
 
 
 QUICK = DemoSettings(
@@ -102,6 +103,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
             seed=settings.seed,
         ),
         n_boot=settings.n_boot,
+        threads=settings.threads,
     )
     with timed_stage(console, timings, "cross-validate (end to end)"):
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
