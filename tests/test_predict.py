@@ -411,7 +411,7 @@ def test_a_calibration_beside_the_runs_is_applied_to_the_submission(
     np.testing.assert_allclose(submission.to_numpy(), expected[list(SEVERITIES)].to_numpy(), atol=1e-9)
     assert not np.allclose(submission.to_numpy(), raw.set_index("row_id").loc[submission.index].to_numpy())
     record = json.loads((out.parent / "submission.ensemble.json").read_text())
-    assert record["calibration"] == summary.calibration and record["space"] == "logit"
+    assert record["calibration"] == summary.calibration and record["space"] == "probability"
 
 
 def test_an_ensemble_file_names_members_weights_and_logit_space(
