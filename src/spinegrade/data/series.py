@@ -139,10 +139,12 @@ class Series:
 
     def normalized(self, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
         """`normalize(pixels, lower, upper)`, computed once per series and shared by all its users (the
-        locator's inputs and the crops of a study read the same array: do not write into it)."""
+        locator's inputs and the crops of a study read the same array, so it is read-only)."""
         key = (float(lower), float(upper))
         if key not in self._normalized:
-            self._normalized[key] = normalize(self.pixels, lower, upper)
+            shared = normalize(self.pixels, lower, upper)
+            shared.flags.writeable = False
+            self._normalized[key] = shared
         return self._normalized[key]
 
     @property
