@@ -1,36 +1,27 @@
-"""The main job end to end at small size: phantom, cv (locate, crop, grade per fold), predict, score."""
+"""The main job end to end: phantom, cv (locate, crop, grade per fold), predict, score; it must learn."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from spinegrade.demo import PARTS, DemoSettings, run_demo
+from spinegrade.demo import PARTS, QUICK, run_demo
 from spinegrade.runtime import torch_threads
 
-# Toy sizes: too few studies and epochs to learn (cv's scores are not asserted against the prior here; the
-# full demo reports `beats_prior` per group). Under 5 minutes on 2 free cores.
-TOY = DemoSettings(
-    studies=12,
-    test_studies=3,
-    image_px=64,
-    crop_px=32,
-    folds=2,
-    epochs=1,
-    locator_px=64,
-    locator_epochs=1,
-    locator_samples=32,
-    n_boot=200,
-)
+# The quick demo (the demo's sizes, fold 0 graded) on one thread. Big enough to learn: the end-to-end scores
+# must beat the prior on every condition group, with margins (measured at seeds 0 and 1, at least 0.08)
+# far larger than a change of CPU rounding moves them. About 4 minutes on 2 cores.
+LEARNS = replace(QUICK, threads=1)
 
 
 @pytest.mark.slow
 def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: Path) -> None:
     with torch_threads(1):
-        result = run_demo(tmp_path / "demo", TOY)
+        result = run_demo(tmp_path / "demo", LEARNS)
 
     assert set(result["timings_s"]) == {
         "phantom",
@@ -42,26 +33,30 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     table = result["table"]
     headline = table[result["headline"]]
     prior = table["prior (training folds)"]
-    assert headline["n_studies"] == TOY.studies == prior["n_studies"]
+    cv = Path(result["paths"]["cv"])
+    n_graded = int((pd.read_csv(cv / "folds.csv")["fold"] == 0).sum())  # fold 0's studies, out of fold
+    assert headline["n_studies"] == n_graded == prior["n_studies"]
     assert set(result["beats_prior"]) == {"score", *PARTS}
     for part, beaten in result["beats_prior"].items():
         assert beaten == (headline[part]["value"] < prior[part]["value"]), part
+        value, floor = headline[part]["value"], prior[part]["value"]
+        assert beaten, f"{part}: end to end {value:.3f} does not beat the prior {floor:.3f}"
     assert headline["score"]["low"] <= headline["score"]["value"] <= headline["score"]["high"]
-    oracle = table[f"oracle points ({TOY.train_points})"]
-    gap = result["gaps"][f"end to end - oracle points ({TOY.train_points} training points)"]
+    oracle = table[f"oracle points ({LEARNS.train_points})"]
+    gap = result["gaps"][f"end to end - oracle points ({LEARNS.train_points} training points)"]
     assert gap == pytest.approx(headline["score"]["value"] - oracle["score"]["value"])
-    cv = Path(result["paths"]["cv"])
     for name in ("oof_submission.csv", "oof_oracle_submission.csv", "oof_prior_submission.csv"):
-        assert len(pd.read_csv(cv / name)) == 25 * TOY.studies, name
+        assert len(pd.read_csv(cv / name)) == 25 * n_graded, name
     points = pd.read_csv(cv / "oof_points.csv")
-    assert len(points) and set(points["fold"]) == {0, 1}
+    assert len(points) and set(points["fold"]) == {0}
     assert points["error_mm"].notna().equals(points["located"].astype(bool))  # an error for every found point
     submission = pd.read_csv(result["paths"]["submission"])
-    assert len(submission) == 25 * TOY.test_studies
+    assert len(submission) == 25 * LEARNS.test_studies
     assert submission[["normal_mild", "moderate", "severe"]].sum(axis=1).round(6).eq(1).all()
     test = table["test studies, end to end"]
     report = json.loads((Path(result["paths"]["reports"]) / "test" / "report.json").read_text())
     assert report["score"] == pytest.approx(test["score"]["value"])
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["headline"] == result["headline"]
     record = json.loads((tmp_path / "demo" / "submission.ensemble.json").read_text())
-    assert record["calibration"] == str(cv / "calibration.json")  # cv's OOF calibration grades the test
+    # cv fits a calibration from two or more graded folds (nested in its report); with one it grades raw
+    assert record["calibration"] is None and not (cv / "calibration.json").exists()

@@ -24,7 +24,10 @@ def series_stack(series: Series, size: int, slices: np.ndarray | None = None) ->
     """The slices of a series (all, or the indices `slices`) normalised to [0, 1] (`series.normalized`,
     over the whole series) and resized to (n, size, size) float32."""
     normalized = series.normalized()
-    pixels = torch.from_numpy(normalized if slices is None else normalized[slices])[:, None]
+    # The shared volume is read-only and torch.from_numpy wants a writable array: a copy (fancy indexing
+    # copies the chosen slices anyway).
+    chosen = normalized.copy() if slices is None else normalized[slices]
+    pixels = torch.from_numpy(chosen)[:, None]
     resized = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized[:, 0]
 

@@ -52,7 +52,8 @@ def train_command(
     epochs: int | None = typer.Option(
         D["epochs"],
         "--epochs",
-        help="Maximum epochs (early stopping may end sooner); default: the architecture's recipe.",
+        help="Maximum epochs (early stopping may end sooner); default: the architecture's recipe "
+        "(6; 20 for EfficientNets).",
     ),
     head_epochs: int = typer.Option(
         D["head_epochs"], "--head-epochs", help="Epochs of head fine-tuning (feature SMOTE)."
@@ -61,8 +62,7 @@ def train_command(
     lr: float | None = typer.Option(
         D["lr"],
         "--lr",
-        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe "
-        "(2e-3; 6e-3 for EfficientNets).",
+        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe (2e-3).",
     ),
     patience: int = typer.Option(
         D["patience"], "--patience", help="Epochs without a better validation score before stopping."
