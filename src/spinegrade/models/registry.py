@@ -12,7 +12,7 @@ do well at 2e-3; batch 64 made efficientnet_b0 worse (0.897). That phantom had n
 current one the longer EfficientNet recipe below won. At 32 px (45-study phantom, fold 0 of 3,
 4 epochs; prior 0.816) densenet121 reaches 0.483 while efficientnet_b0 stays at the prior (0.832 at 2e-3,
 1.232 at 6e-3): its last feature map is 1x1 there, so EfficientNets want 64 px or more, and the demo's
-32 px crops use vgg16.
+32 px crops use resnet18 (demo.DemoSettings says why).
 """
 
 from __future__ import annotations
