@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from spinegrade.demo import PARTS, QUICK, run_demo
-from spinegrade.runtime import torch_threads
+from spinegrade.demo import PARTS, DemoSettings, run_demo
 
-# The quick demo (the demo's sizes, fold 0 graded) on one thread. Big enough to learn: the end-to-end scores
-# must beat the prior on every condition group, with margins (measured at seeds 0 and 1, at least 0.08)
-# far larger than a change of CPU rounding moves them. About 4 minutes on 2 cores.
-LEARNS = replace(QUICK, threads=1)
+# `make demo` itself: every fold graded (50 studies out of fold), nested calibration. One graded fold (the
+# quick demo, 17 studies) was too noisy to assert on: at seed 1 two studies' confident foraminal misses put
+# it above the prior (1.306 against 0.935) while seed 0 beat it on every group. About 13 minutes on 2 cores.
+LEARNS = DemoSettings()
 
 
 @pytest.mark.slow
 def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: Path) -> None:
-    with torch_threads(1):
-        result = run_demo(tmp_path / "demo", LEARNS)
+    result = run_demo(tmp_path / "demo", LEARNS)
 
     assert set(result["timings_s"]) == {
         "phantom",
@@ -34,7 +31,7 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     headline = table[result["headline"]]
     prior = table["prior (training folds)"]
     cv = Path(result["paths"]["cv"])
-    n_graded = int((pd.read_csv(cv / "folds.csv")["fold"] == 0).sum())  # fold 0's studies, out of fold
+    n_graded = len(pd.read_csv(cv / "folds.csv"))  # every training study, out of fold
     assert headline["n_studies"] == n_graded == prior["n_studies"]
     assert set(result["beats_prior"]) == {"score", *PARTS}
     for part, beaten in result["beats_prior"].items():
@@ -48,7 +45,7 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     for name in ("oof_submission.csv", "oof_oracle_submission.csv", "oof_prior_submission.csv"):
         assert len(pd.read_csv(cv / name)) == 25 * n_graded, name
     points = pd.read_csv(cv / "oof_points.csv")
-    assert len(points) and set(points["fold"]) == {0}
+    assert len(points) and set(points["fold"]) == set(range(LEARNS.folds))
     assert points["error_mm"].notna().equals(points["located"].astype(bool))  # an error for every found point
     submission = pd.read_csv(result["paths"]["submission"])
     assert len(submission) == 25 * LEARNS.test_studies
@@ -58,5 +55,5 @@ def test_demo_cross_validates_end_to_end_and_scores_the_test_studies(tmp_path: P
     assert report["score"] == pytest.approx(test["score"]["value"])
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["headline"] == result["headline"]
     record = json.loads((tmp_path / "demo" / "submission.ensemble.json").read_text())
-    # cv fits a calibration from two or more graded folds (nested in its report); with one it grades raw
-    assert record["calibration"] is None and not (cv / "calibration.json").exists()
+    # cv fits a calibration from the graded folds (nested in its report) and predict applies it
+    assert record["calibration"] is not None and (cv / "calibration.json").is_file()
