@@ -235,6 +235,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         report = cross_validate(data, out, replace(settings, variants=more), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
+    assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
     assert json.loads((run.with_name("resnet10t__labelled__flip") / "config.json").read_text())["side_flip"]
     scores = report["scores"]
     for name in ("end to end (variant bal)", "end to end raw (variant bal)", "oracle points (variant flip)"):
@@ -244,6 +245,9 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     corrected = pd.read_csv(out / "oof_variant_bal_submission.csv")
     assert len(raw) == len(corrected) == 25 * first["folds"]["studies_per_fold"][0]
     assert not np.allclose(raw[list(SEVERITIES)], corrected[list(SEVERITIES)])
+    beats = report["differences"]["end to end (labelled) - prior (training folds)"]
+    prior = scores["prior (training folds)"]["score"]["value"]
+    assert beats["value"] == pytest.approx(scores["end to end (labelled)"]["score"]["value"] - prior)
     d = report["differences"]["end to end (variant bal) - end to end (labelled)"]
     bal, headline = scores["end to end (variant bal)"], scores["end to end (labelled)"]
     assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])

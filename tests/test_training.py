@@ -180,6 +180,42 @@ def test_a_run_writes_every_file_and_load_run_reproduces_its_predictions(
     assert result["score_raw"] == pytest.approx(result["raw"]["score"])
 
 
+def test_keep_last_runs_the_whole_schedule_and_scores_its_end(cache: CropCache, tmp_path: Path) -> None:
+    # keep "best" chooses the epoch on the validation score; "last" never stops early and keeps the end,
+    # so its validation score is the last epoch's, not the minimum (cv's honest out-of-fold figure).
+    best, last = tmp_path / "best", tmp_path / "last"
+    chosen = train_run(cache, best, _config(epochs=4, lr=2e-2, patience=1))
+    kept = train_run(cache, last, _config(epochs=4, lr=2e-2, patience=1, keep="last"))
+    scores = pd.read_csv(best / "metrics.csv")["val_score"]
+    assert chosen["keep"] == "best" and chosen["epoch"] == int(scores.idxmin())
+    assert chosen["score"] == pytest.approx(scores.min(), rel=1e-4)
+    metrics = pd.read_csv(last / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1, 2, 3]
+    assert kept["keep"] == "last" and kept["epoch"] == 3
+    assert json.loads((last / "best.json").read_text())["epoch"] == 3
+    assert kept["score"] == pytest.approx(metrics["val_score"].iloc[-1], rel=1e-4)
+    with pytest.raises(DataError, match="keep 'first' unknown; use one of best, last"):
+        TrainConfig(keep="first")
+
+
+def test_ema_is_what_validation_scores_and_the_run_exports(cache: CropCache, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    run = tmp_path / "ema"
+    result = train_run(cache, run, _config(epochs=3, ema=0.9, keep="last"))
+    state = torch.load(run / "last.ckpt", weights_only=True)["state_dict"]
+    exported = load_file(run / "best.safetensors")
+    averaged = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
+    assert set(averaged) == set(exported)
+    name = "head.classifier.weight"
+    assert torch.allclose(exported[name], averaged[name])
+    assert not torch.allclose(exported[name], state[f"model.{name}"])  # the average, not the raw weights
+    # The score in metrics.csv was the average's: load_run (the exported weights) reproduces it.
+    assert result["score"] == pytest.approx(pd.read_csv(run / "metrics.csv")["val_score"].iloc[-1], rel=1e-4)
+    with pytest.raises(DataError, match="ema is a decay"):
+        TrainConfig(ema=1.0)
+
+
 def _dataset(cache: CropCache, rows: np.ndarray) -> torch.utils.data.Dataset:
     from spinegrade.training.datamodule import CropDataset, Labels
 

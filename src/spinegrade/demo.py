@@ -27,7 +27,7 @@ PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; the defaults fit 15 minutes on 2 CPU cores (13 measured), QUICK about 10.
+    """Sizes of the demo; the defaults fit 15 minutes on 2 CPU cores (5 to 13 measured, by machine).
 
     One family and 3 folds keep cv within the time; crops of 32 px still resolve the phantom's lesions (48 mm
     windows: 1.5 mm per pixel). resnet18, because on the noisy-label phantom vgg16 did not learn in the
@@ -68,7 +68,7 @@ QUICK = DemoSettings(graded_folds=(0,))
 
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
-    from spinegrade.crossval.run import CvSettings, cross_validate
+    from spinegrade.crossval.run import PRIOR_ENTRY, CvSettings, cross_validate
     from spinegrade.data.inspect import inspect_dataset, print_report
     from spinegrade.data.phantom import write_phantom
     from spinegrade.evaluation.calibration import CALIBRATION_FILE
@@ -139,7 +139,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         "timings_s": timings,
         "table": rows,
         "headline": report["headline"],
-        "beats_prior": beats_prior(rows[report["headline"]], rows["prior (training folds)"]),
+        "beats_prior": beats_prior(rows[report["headline"]], rows[PRIOR_ENTRY]),
         "gaps": report["gaps"],
         "localization": report["localization"],
         "paths": {
@@ -223,7 +223,7 @@ def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo writes."),
     studies: int | None = typer.Option(None, "--studies", help="Training studies of the phantom."),
     quick: bool = typer.Option(
-        False, "--quick", help="Grade fold 0 only: a look (about 10 minutes, not 13), too noisy to measure."
+        False, "--quick", help="Grade fold 0 only: a look (3/4 of the demo's time), too noisy to measure."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom, the folds and the training."),
 ) -> None:

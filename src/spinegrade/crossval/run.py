@@ -8,8 +8,9 @@ Stages (each one's files under OUT, reused by a resumed run):
      every study's out-of-fold located point);
   4. locate: OUT/fold<f>/points.csv, each validation study located and compared with its labels;
   5. training points: OUT/train_points_<mode>, crops at jittered or located points (crossval.points);
-  6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds, and per
-     --variant (crossval.variants) <arch>__<points>__<variant> at the headline points;
+  6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds for the recipe's
+     epochs and kept at the last (the graded fold chooses nothing), and per --variant (crossval.variants)
+     <arch>__<points>__<variant> at the headline points;
   7. grade: the fold's studies graded end to end from the located points (prediction's grading, priors of
      the training folds for whatever cannot be graded), and at the labelled points (the runs' validation
      predictions), variants whose prior-shift correction is not the identity also without it ("raw");
@@ -45,6 +46,7 @@ from spinegrade.runtime import timed_stage
 from spinegrade.vocab import SEVERITIES
 
 SETTINGS_FILE: Final = "cv.json"
+PRIOR_ENTRY: Final = "prior (training folds)"
 FLOOR_FILE: Final = "oracle_submission.csv"  # a phantom's Bayes floor, beside its train.csv
 LOCATED_FILE: Final = "located.csv"
 POINTS_FILE: Final = "points.csv"
@@ -281,6 +283,7 @@ def cross_validate(
                 )
         with timed_stage(console, timings, "classifiers", prefix="cv: "):
             base = TrainConfig(
+                keep="last",  # the fold it is graded on never chooses an epoch (a variant may measure "best")
                 imbalance=settings.imbalance,
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
@@ -328,6 +331,7 @@ def cross_validate(
         )
         if entry in named
     }
+    differences[f"{headline} - {PRIOR_ENTRY}"] = (headline, PRIOR_ENTRY)  # "beats the prior", paired
     if len(graded) >= 2:  # calibration of the headline OOF: nested (honest) in the report, fitted on all
         raw = named[f"end to end ({main})"]
         calibrated = f"end to end ({main}), calibrated (nested)"
@@ -369,7 +373,7 @@ def _named(submissions: dict[str, pd.DataFrame], members: Sequence[_Member]) -> 
         if f"raw_{m.key}" in submissions:
             named[f"end to end raw ({m.label})"] = submissions[f"raw_{m.key}"]
         named[f"oracle points ({m.label})"] = submissions[f"oracle_{m.key}"]
-    named["prior (training folds)"] = submissions["prior_"]
+    named[PRIOR_ENTRY] = submissions["prior_"]
     return named
 
 

@@ -1,7 +1,8 @@
 """Model files of a run: NAME.safetensors (weights) + NAME.json (how to rebuild the model), never pickle.
 
-`load_run(run_dir)` rebuilds the best model of a run for prediction. During training, BestModelExport
-writes the files whenever the validation challenge score improves (lower is better).
+`load_run(run_dir)` rebuilds the kept model of a run for prediction. During training, ModelExport writes
+the files whenever the validation challenge score improves (lower is better), or after every epoch when the
+run keeps its last epoch.
 """
 
 from __future__ import annotations
@@ -55,24 +56,25 @@ def load_run(
     return model.eval().to(device), info
 
 
-class BestModelExport(pl.Callback):
-    """After each validation: if val_score beats the best so far, save the model as NAME.safetensors/json.
+class ModelExport(pl.Callback):
+    """After each validation, save the model as NAME.safetensors/json: keep="best" only when val_score beats
+    the best so far, keep="last" every time (the run ends holding its last epoch).
 
-    Its state (best score and epoch) is part of Lightning's checkpoint, so a resumed run keeps its best.
+    Its state (kept score and epoch) is part of Lightning's checkpoint, so a resumed run keeps its choice.
     """
 
-    def __init__(self, run_dir: Path, info: dict[str, Any], name: str = BEST) -> None:
-        self.run_dir, self.info, self.name = run_dir, info, name
+    def __init__(self, run_dir: Path, info: dict[str, Any], name: str = BEST, keep: str = "best") -> None:
+        self.run_dir, self.info, self.name, self.keep = run_dir, info, name, keep
         self.best_score, self.best_epoch = math.inf, -1
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         score = pl_module.val_result.get("score", math.nan)
-        if trainer.sanity_checking or not score < self.best_score:
+        if trainer.sanity_checking or (self.keep == "best" and not score < self.best_score):
             return
         self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
         if trainer.is_global_zero:
             info = {**self.info, "epoch": self.best_epoch, "score": self.best_score}
-            save_model(self.run_dir, self.name, pl_module.model, info)
+            save_model(self.run_dir, self.name, pl_module.kept_model, info)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch}

@@ -52,8 +52,8 @@ def train_command(
     epochs: int | None = typer.Option(
         D["epochs"],
         "--epochs",
-        help="Maximum epochs (early stopping may end sooner); default: the architecture's recipe "
-        "(6; 20 for EfficientNets).",
+        help="Epochs (with --keep best, early stopping may end sooner); default: the architecture's recipe "
+        "(6; 12 for EfficientNets and VGG).",
     ),
     head_epochs: int = typer.Option(
         D["head_epochs"], "--head-epochs", help="Epochs of head fine-tuning (feature SMOTE)."
@@ -62,10 +62,25 @@ def train_command(
     lr: float | None = typer.Option(
         D["lr"],
         "--lr",
-        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe (2e-3).",
+        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe "
+        "(2e-3; 1e-3 for VGG).",
     ),
     patience: int = typer.Option(
-        D["patience"], "--patience", help="Epochs without a better validation score before stopping."
+        D["patience"],
+        "--patience",
+        help="Epochs without a better validation score before stopping (--keep best).",
+    ),
+    ema: float | None = typer.Option(
+        D["ema"],
+        "--ema",
+        help="Decay of the weights' moving average that is scored and kept, e.g. 0.99 (0: none); "
+        "default: the architecture's recipe.",
+    ),
+    keep: str = typer.Option(
+        D["keep"],
+        "--keep",
+        help="Weights kept: best (the epoch with the best validation score, which makes that score "
+        "optimistic) or last (the schedule's end; an honest validation score, as cv keeps).",
     ),
     seed: int = typer.Option(D["seed"], "--seed", help="Seed of weights, sampling and augmentation."),
     workers: int = typer.Option(
@@ -138,6 +153,8 @@ def train_command(
         batch_size=batch_size,
         lr=lr,
         patience=patience,
+        keep=keep,
+        ema=ema,
         seed=seed,
         workers=workers,
         threads=threads,

@@ -139,6 +139,11 @@ class ScoredModule(pl.LightningModule):
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def kept_model(self) -> SpineClassifier:
+        """The model that validation scores and the run exports (GradingModule: its EMA when it has one)."""
+        return self.model
+
     def trainable(self) -> list[torch.nn.Parameter]:
         """The parameters the optimizer updates: those that require gradients (HeadModule: the head)."""
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -208,15 +213,39 @@ class ScoredModule(pl.LightningModule):
 
 
 class GradingModule(ScoredModule):
-    """End-to-end training on crops with batch augmentation on the device; channels_last inputs."""
+    """End-to-end training on crops with batch augmentation on the device; channels_last inputs.
+
+    ema > 0 keeps an exponential moving average of the weights and batch-norm statistics (timm's ModelEmaV3,
+    with its decay warm-up), which validation scores and the run exports: from-scratch training swings from
+    epoch to epoch, and the average smooths the epochs a run that keeps its last one ends on (the
+    EfficientNet recipe uses it; models.registry has the figures). It is a submodule, so last.ckpt carries
+    it for --resume.
+    """
 
     def __init__(
-        self, model: SpineClassifier, *, augment: AugmentConfig, channels_last: bool = True, **kwargs: Any
+        self,
+        model: SpineClassifier,
+        *,
+        augment: AugmentConfig,
+        channels_last: bool = True,
+        ema: float = 0.0,
+        **kwargs: Any,
     ) -> None:
+        from timm.utils import ModelEmaV3
+
         super().__init__(model, **kwargs)
         self.augment = augment
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=True) if ema > 0 else None
+
+    @property
+    def kept_model(self) -> SpineClassifier:
+        return self.model if self.ema is None else self.ema.module
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict:
         x = batch["x"].float()
@@ -226,7 +255,8 @@ class GradingModule(ScoredModule):
         return batch
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["x"], batch["condition"], batch["level"])
+        model = self.model if self.training else self.kept_model
+        return model(batch["x"], batch["condition"], batch["level"])
 
 
 class HeadModule(ScoredModule):

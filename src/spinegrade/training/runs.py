@@ -22,6 +22,10 @@ VERSIONS: Final = "versions.json"
 METRICS: Final = "metrics.csv"
 SMOTE_SPACES: Final = ("features", "pixels")
 LOSSES: Final = ("weighted-ce", "score")  # see training.module
+# Which epoch's weights a run keeps: "best" by the validation score (with early stopping), which makes that
+# score optimistic (the epoch was chosen on it), or "last", the schedule's end, whose validation score is an
+# honest out-of-fold figure (cv keeps the last).
+KEEP_MODES: Final = ("best", "last")
 STAGES: Final = ("train", "head")  # end-to-end training, then (feature-space SMOTE) head fine-tuning
 METRIC_COLUMNS: Final = (
     "stage",
@@ -97,8 +101,10 @@ class TrainConfig:
     lr: float | None = None  # None: the architecture's recipe
     weight_decay: float = 0.01
     warmup_epochs: float | None = None  # None: the architecture's recipe
-    patience: int = 5
+    patience: int = 5  # early stopping, with keep "best"
+    keep: str = "best"  # KEEP_MODES
     grad_clip: float = 1.0
+    ema: float | None = None  # decay of the kept weights' moving average (0: none); None: the recipe
     seed: int = 0
     workers: int = 0
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (one per core)
@@ -125,6 +131,7 @@ class TrainConfig:
             "smote_space": (self.smote_space in SMOTE_SPACES, SMOTE_SPACES),
             "conditioning": (self.conditioning in CONDITIONINGS, CONDITIONINGS),
             "loss": (self.loss in LOSSES, LOSSES),
+            "keep": (self.keep in KEEP_MODES, KEEP_MODES),
         }
         for name, (ok, allowed) in checks.items():
             if not ok:
@@ -139,11 +146,13 @@ class TrainConfig:
                 "any_severe needs a study's spinal crops in one batch, and oversampling draws crops one at "
                 "a time: use it with class weights or smote"
             )
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise DataError(f"ema is a decay in [0, 1) (0: no moving average), got {self.ema}")
         if self.lr is not None and not self.lr > 0:
             raise DataError(f"lr must be positive, got {self.lr}")
 
     def resolved(self) -> TrainConfig:
-        """This config with lr, warm-up and epochs left unset taken from the architecture's recipe."""
+        """This config with lr, warm-up, epochs and EMA left unset taken from the architecture's recipe."""
         from spinegrade.models.registry import recipe_for
 
         recipe = recipe_for(self.arch)
@@ -152,6 +161,7 @@ class TrainConfig:
             lr=recipe.lr if self.lr is None else self.lr,
             warmup_epochs=recipe.warmup_epochs if self.warmup_epochs is None else self.warmup_epochs,
             epochs=recipe.epochs if self.epochs is None else self.epochs,
+            ema=recipe.ema if self.ema is None else self.ema,
         )
 
     @classmethod

@@ -1,15 +1,17 @@
 """Train classifiers on a crop cache: one fold, every fold, or a grid of architectures x imbalance methods.
 
-One run (RUN/): config.json, versions.json, metrics.csv, best.safetensors + best.json, last.ckpt (for
---resume, loaded with torch.load(weights_only=True)), val_predictions.csv (submission format) and
-val_score.json. With several folds each goes to RUN/fold<i>/; with several combinations each goes to
-RUN/<arch>__<imbalance>/ and RUN/comparison.csv + comparison.md compare them.
+One run (RUN/): config.json, versions.json, metrics.csv, best.safetensors + best.json (the kept epoch:
+`keep` "best", chosen on the validation score with early stopping, which makes that score optimistic, or
+"last", the schedule's end, as cv keeps), last.ckpt (for --resume, loaded with
+torch.load(weights_only=True)), val_predictions.csv (submission format) and val_score.json. With several
+folds each goes to RUN/fold<i>/; with several combinations each goes to RUN/<arch>__<imbalance>/ and
+RUN/comparison.csv + comparison.md compare them.
 
 SMOTE in feature space (the default for `smote`) runs in two stages: (1) the whole network is trained
-end-to-end on the real crops (cross-entropy, with class weights if asked), its best epoch saved as
+end-to-end on the real crops (cross-entropy, with class weights if asked), its kept epoch saved as
 backbone.safetensors; (2) the embeddings of the training fold are resampled with SMOTE (imbalance.py) and
 the head alone is fine-tuned on real + synthetic embeddings with the backbone frozen, for --head-epochs;
-its best epoch on the validation fold becomes best.safetensors. `--smote-space pixels` instead adds
+its kept epoch becomes best.safetensors. `--smote-space pixels` instead adds
 synthetic crops interpolated between flattened training crops and trains end-to-end on both. The
 validation fold never enters SMOTE, the class weights, the sampler or the input statistics.
 
@@ -56,7 +58,7 @@ from spinegrade.evaluation.score import challenge_score
 from spinegrade.fileio import write_atomic
 from spinegrade.models.classifier import create_model
 from spinegrade.training.augment import AugmentConfig
-from spinegrade.training.checkpoint import BEST, BestModelExport, load_run
+from spinegrade.training.checkpoint import BEST, ModelExport, load_run
 from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
 from spinegrade.training.imbalance import (
     Imbalance,
@@ -218,7 +220,7 @@ def _model_kwargs(config: TrainConfig, data: FoldData) -> dict[str, Any]:
 
 
 def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[str, Any]:
-    """best.json's content (BestModelExport adds epoch and score)."""
+    """best.json's content (ModelExport adds epoch and score)."""
     model_kwargs = _model_kwargs(config, data)
     info = {
         "arch": config.arch,
@@ -340,7 +342,7 @@ def _smote_head(
     head_info = {**info, "stage": "head", "smote": smote, "prior_shift": _shift_info(shift)}
     callbacks = [
         MetricsLog(run_dir, stage="head", prior_score=data.prior["score"], console=console),
-        BestModelExport(run_dir, head_info, name=BEST),
+        ModelExport(run_dir, head_info, name=BEST, keep=config.keep),
     ]
     head_config = replace(config, precision="32-true", devices="1", strategy="auto", num_nodes=1)
     trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
@@ -366,7 +368,8 @@ def _finish(run_dir: Path, cache: CropCache, data: FoldData, config: TrainConfig
         "arch": config.arch,
         "imbalance": config.imbalance,
         "fold": config.fold,
-        "best_epoch": info["epoch"],
+        "epoch": info["epoch"],  # the kept epoch (config.keep)
+        "keep": config.keep,
         "n_val_targets": len(frame),
     }
     write_csv(run_dir / VAL_PREDICTIONS, submission_frame(frame))
@@ -445,6 +448,7 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         model,
         augment=AugmentConfig(side_flip=config.side_flip),
         channels_last=config.channels_last,
+        ema=config.ema or 0.0,
         cache_index=cache.index,
         lr=config.lr,
         weight_decay=config.weight_decay,
@@ -492,12 +496,13 @@ def train_run(
     info = _model_info(config, cache, data)
     callbacks = [
         MetricsLog(run_dir, stage="train", prior_score=data.prior["score"], console=console),
-        BestModelExport(run_dir, info, name=BACKBONE if config.feature_smote else BEST),
-        EarlyStopping("val_score", mode="min", patience=config.patience),
+        ModelExport(run_dir, info, name=BACKBONE if config.feature_smote else BEST, keep=config.keep),
         ModelCheckpoint(
             dirpath=run_dir, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False
         ),
     ]
+    if config.keep == "best":
+        callbacks.append(EarlyStopping("val_score", mode="min", patience=config.patience))
     rank_zero_only(console.print)(
         f"[bold]{config.arch}[/bold] fold {config.fold}, imbalance {config.method.name}: {len(data.fit)} "
         f"training ({data.points} points) and {len(data.val)} validation crops, k={cache.meta['k']}, "
@@ -528,7 +533,7 @@ def train_run(
             _smote_head(run_dir, config, cache, data, trainer.strategy.root_device, console)
     result = _finish(run_dir, cache, data, config)
     console.print(
-        f"best epoch {result['best_epoch'] + 1}: validation score {result['score']:.4f} "
+        f"{config.keep} epoch {result['epoch'] + 1}: validation score {result['score']:.4f} "
         f"(per-level prior {result['prior_score']:.4f}) -> {run_dir}",
         highlight=False,
     )
