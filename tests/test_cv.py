@@ -252,3 +252,21 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     bal, headline = scores["end to end (variant bal)"], scores["end to end (labelled)"]
     assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
     assert d["low"] <= d["value"] <= d["high"]
+
+
+def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed cv keeps a locator only if trained with the same settings: the demo's lr must be sayable."""
+    from typer.testing import CliRunner
+
+    import spinegrade.crossval.run as run
+    from spinegrade.cli import app
+
+    seen: dict[str, CvSettings] = {}
+    monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
+    args = ["cv", str(tmp_path), "--out", str(tmp_path / "cv"), "--locator-size", "96"]
+    result = CliRunner().invoke(app, [*args, "--locator-epochs", "8", "--locator-lr", "6e-3"])
+    assert result.exit_code == 0, result.output
+    locator = seen["s"].locator
+    assert (locator.size, locator.epochs, locator.lr) == (96, 8, 6e-3)

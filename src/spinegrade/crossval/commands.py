@@ -55,6 +55,9 @@ def cv_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Classifier crops per batch."),
     locator_size: int = typer.Option(_LOCATOR.size, "--locator-size", help="Locator input side (px)."),
     locator_epochs: int = typer.Option(_LOCATOR.epochs, "--locator-epochs", help="Locator epochs."),
+    locator_lr: float = typer.Option(
+        _LOCATOR.lr, "--locator-lr", help="Locators' peak learning rate (the demo's: 6e-3 for 8 epochs)."
+    ),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu..."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),
     workers: int = typer.Option(0, "--workers", help="Processes reading studies ahead and cropping."),
@@ -97,7 +100,7 @@ def cv_command(
         k=k,
         epochs=epochs,
         batch_size=batch_size,
-        locator=replace(_LOCATOR, size=locator_size, epochs=locator_epochs),
+        locator=replace(_LOCATOR, size=locator_size, epochs=locator_epochs, lr=locator_lr),
         accelerator=accelerator,
         devices=devices,
         workers=workers,
