@@ -60,7 +60,7 @@ _EFFICIENTNET: Final = Recipe(lr=2e-3, warmup_epochs=1.0, epochs=12, ema=0.99)
 
 # VGG (plain 3x3 stacks with batch norm, from scratch) learns slowly and blows up early at 2e-3: on the same
 # cv, 6 epochs 0.841 and 12 epochs 0.805 against the prior's 0.845 (paired -0.041 [-0.107, +0.032]).
-# A lower peak with the weights' EMA (1e-3 for 12 epochs, decay 0.99), measured on this session's demo cv
+# A lower peak with the weights' EMA (1e-3 for 12 epochs, decay 0.99), measured on a second demo cv
 # (its own locators and prior 0.845): 0.725 [0.607, 0.840], paired -0.120 [-0.206, -0.029], clear of the
 # prior on the score, spinal and any severe; foraminal 0.770 stays level with the prior's 0.755.
 _VGG: Final = Recipe(lr=1e-3, warmup_epochs=1.0, epochs=12, ema=0.99)
