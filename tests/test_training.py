@@ -363,3 +363,24 @@ def test_train_refuses_a_missing_fold(cache: CropCache, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no fold 7"):
         train(cache.path, tmp_path / "run", _config(fold=7))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], None), (["--side-flip"], True), (["--no-side-flip"], False)]
+)
+def test_train_command_leaves_side_flip_to_the_recipe_unless_told(
+    cache: CropCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], expected: bool | None
+) -> None:
+    """Unset, side flip comes from the architecture's recipe (on for EfficientNets); either flag wins."""
+    import spinegrade.training.train as train_module
+    from spinegrade.training.commands import train_command
+
+    seen: dict[str, TrainConfig] = {}
+    monkeypatch.setattr(train_module, "train", lambda cache, out, config, **_: seen.update(c=config))
+    app = typer.Typer()
+    app.command()(train_command)
+    args = [str(cache.path), "--out", str(tmp_path / "r"), "--arch", "efficientnet_b0", *flag]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["c"].side_flip is expected
+    assert seen["c"].resolved().side_flip is (True if expected is None else expected)

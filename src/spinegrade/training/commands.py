@@ -111,8 +111,10 @@ def train_command(
     conditioning: str = typer.Option(
         D["conditioning"], "--conditioning", help="How the head uses condition and level: film or concat."
     ),
-    side_flip: bool = typer.Option(
-        False, "--side-flip", help="Augment with left/right mirrors that swap the side label."
+    side_flip: bool | None = typer.Option(
+        None,
+        "--side-flip/--no-side-flip",
+        help="Augment with left/right mirrors that swap the side label; default: the architecture's recipe.",
     ),
     prior_shift: bool = typer.Option(
         D["prior_shift"],

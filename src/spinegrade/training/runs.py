@@ -116,7 +116,7 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None
     conditioning: str = "film"
-    side_flip: bool = False
+    side_flip: bool | None = None  # left/right mirrors that swap the side label; None: the recipe
     channels_last: bool = True
     prior_shift: bool = True  # correct probabilities back to the score's training distribution
     loss: str = "weighted-ce"
@@ -152,7 +152,8 @@ class TrainConfig:
             raise DataError(f"lr must be positive, got {self.lr}")
 
     def resolved(self) -> TrainConfig:
-        """This config with lr, warm-up, epochs and EMA left unset taken from the architecture's recipe."""
+        """This config with lr, warm-up, epochs, EMA and side flip left unset taken from the architecture's
+        recipe."""
         from spinegrade.models.registry import recipe_for
 
         recipe = recipe_for(self.arch)
@@ -162,6 +163,7 @@ class TrainConfig:
             warmup_epochs=recipe.warmup_epochs if self.warmup_epochs is None else self.warmup_epochs,
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             ema=recipe.ema if self.ema is None else self.ema,
+            side_flip=recipe.side_flip if self.side_flip is None else self.side_flip,
         )
 
     @classmethod
