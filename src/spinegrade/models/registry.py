@@ -48,7 +48,7 @@ class ArchSpec:
 # fold, 64 px, located training points, the last epoch kept; the training folds' prior scores 0.845), as a
 # paired difference with its 95% bootstrap interval over studies. Two demo runs (same code and seeds, their
 # own locators) moved one recipe by up to 0.12, so a recipe changes only for a difference clear of its
-# interval; README "Figures measured here" has the table.
+# interval; README "Families at the CPU defaults, end to end" has the table.
 #
 # EfficientNets (depthwise convolutions, batch norm everywhere, from scratch) swing from epoch to epoch and
 # overfit ~800 training crops: in the first run 20 epochs scored 0.900 (worse than the prior), 12 epochs

@@ -152,19 +152,13 @@ class TrainConfig:
             raise DataError(f"lr must be positive, got {self.lr}")
 
     def resolved(self) -> TrainConfig:
-        """This config with lr, warm-up, epochs, EMA and side flip left unset taken from the architecture's
-        recipe."""
+        """This config with every recipe setting it leaves unset (None) taken from the architecture's recipe
+        (models.registry.Recipe: lr, warm-up, epochs, EMA, side flip)."""
         from spinegrade.models.registry import recipe_for
 
         recipe = recipe_for(self.arch)
-        return replace(
-            self,
-            lr=recipe.lr if self.lr is None else self.lr,
-            warmup_epochs=recipe.warmup_epochs if self.warmup_epochs is None else self.warmup_epochs,
-            epochs=recipe.epochs if self.epochs is None else self.epochs,
-            ema=recipe.ema if self.ema is None else self.ema,
-            side_flip=recipe.side_flip if self.side_flip is None else self.side_flip,
-        )
+        unset = (f.name for f in fields(recipe) if getattr(self, f.name) is None)
+        return replace(self, **{name: getattr(recipe, name) for name in unset})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
