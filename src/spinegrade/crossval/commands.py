@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.errors import DataError
 from spinegrade.localization.settings import LocatorSettings
@@ -73,6 +74,7 @@ def cv_command(
         "(TrainConfig fields, e.g. smote:imbalance=smote, flip:side_flip=true) on the same folds, located "
         "points and crops; the report adds each with its paired difference to the headline. Repeatable.",
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Cross-validate the whole pipeline: the score to expect on unseen studies, with its interval.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.localization.settings import LocatorSettings
 
 _DEFAULTS = LocatorSettings()
@@ -49,6 +50,7 @@ def train_locator_command(
         help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
         "assigned from train.csv exactly as prepare does.",
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.errors import DataError
 from spinegrade.training.runs import TrainConfig
 
@@ -136,6 +137,7 @@ def train_command(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Train the severity classifier on a crop cache and score it on the validation fold.
 
