@@ -53,7 +53,7 @@ class DemoSettings:
     # 6e-3 x 8 (Axial T2 18.3 -> 5.6 mm p90), as good as 2e-3 x 12 (7.4 mm / 64%) for 2/3 of its time.
     locator_epochs: int = 8
     locator_lr: float = 6e-3
-    locator_samples: int = 256
+    locator_samples: int | None = None  # None: a pass per epoch (LocatorSettings)
     n_boot: int = 2000
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
