@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from spinegrade.runtime import timed_stage
+
+if TYPE_CHECKING:
+    from spinegrade.crossval.run import CvSettings
 
 PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
@@ -66,29 +69,12 @@ class DemoSettings:
 QUICK = DemoSettings(graded_folds=(0,))
 
 
-def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
-    """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
-    from spinegrade.crossval.run import PRIOR_ENTRY, CvSettings, cross_validate
-    from spinegrade.data.inspect import inspect_dataset, print_report
-    from spinegrade.data.phantom import write_phantom
-    from spinegrade.evaluation.calibration import CALIBRATION_FILE
-    from spinegrade.evaluation.evaluate import evaluate_submission
+def demo_cv_settings(settings: DemoSettings) -> CvSettings:
+    """What the demo's cv trains (configs/demo-cv.yaml says the same to `spinegrade cv --config`)."""
+    from spinegrade.crossval.run import CvSettings
     from spinegrade.localization.settings import LocatorSettings
-    from spinegrade.prediction.predict import predict
-    from spinegrade.viewer import write_views
 
-    console = console or Console(width=None if Console().is_terminal else 120)
-    out = Path(out)
-    data, cv_dir = out / "data", out / "cv"
-    timings: dict[str, float] = {}
-
-    with timed_stage(console, timings, "phantom"):
-        write_phantom(
-            data, settings.studies, settings.seed, size=settings.image_px, test_studies=settings.test_studies
-        )
-    with timed_stage(console, timings, "inspect"):
-        print_report(inspect_dataset(data, progress=False))
-    cv_settings = CvSettings(
+    return CvSettings(
         n_folds=settings.folds,
         folds=settings.graded_folds,
         seed=settings.seed,
@@ -108,6 +94,30 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         n_boot=settings.n_boot,
         threads=settings.threads,
     )
+
+
+def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
+    from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
+    from spinegrade.data.inspect import inspect_dataset, print_report
+    from spinegrade.data.phantom import write_phantom
+    from spinegrade.evaluation.calibration import CALIBRATION_FILE
+    from spinegrade.evaluation.evaluate import evaluate_submission
+    from spinegrade.prediction.predict import predict
+    from spinegrade.viewer import write_views
+
+    console = console or Console(width=None if Console().is_terminal else 120)
+    out = Path(out)
+    data, cv_dir = out / "data", out / "cv"
+    timings: dict[str, float] = {}
+
+    with timed_stage(console, timings, "phantom"):
+        write_phantom(
+            data, settings.studies, settings.seed, size=settings.image_px, test_studies=settings.test_studies
+        )
+    with timed_stage(console, timings, "inspect"):
+        print_report(inspect_dataset(data, progress=False))
+    cv_settings = demo_cv_settings(settings)
     with timed_stage(console, timings, "cross-validate (end to end)"):
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
     graded = settings.graded_folds if settings.graded_folds is not None else range(settings.folds)
