@@ -61,39 +61,38 @@ class DemoSettings:
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
 
+    def cv_settings(self) -> CvSettings:
+        """The cv run of these sizes (the project's CPU defaults; bench/learning_curve.py runs them too)."""
+        from spinegrade.crossval.run import CvSettings
+        from spinegrade.localization.settings import LocatorSettings
+
+        return CvSettings(
+            n_folds=self.folds,
+            folds=self.graded_folds,
+            seed=self.seed,
+            archs=self.archs,
+            imbalance=self.imbalance,
+            train_points=(self.train_points,),
+            size=self.crop_px,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            locator=LocatorSettings(
+                size=self.locator_px,
+                epochs=self.locator_epochs,
+                lr=self.locator_lr,
+                samples_per_epoch=self.locator_samples,
+                seed=self.seed,
+            ),
+            n_boot=self.n_boot,
+            threads=self.threads,
+        )
+
 
 # The demo's sizes with only fold 0 graded: every locator is still trained (the located training points need
 # them all) but one classifier instead of three, and no calibration (it needs two graded folds). A look at
 # the pipeline, not a measurement: fold 0's 17 studies end to end 0.737 [0.558, 0.941] against the prior
 # 0.859 (seed 0), 0.945 [0.494, 1.547] against 0.852 (seed 1: two studies' confident foraminal misses).
 QUICK = DemoSettings(graded_folds=(0,))
-
-
-def demo_cv_settings(settings: DemoSettings) -> CvSettings:
-    """What the demo's cv trains (configs/demo-cv.yaml says the same to `spinegrade cv --config`)."""
-    from spinegrade.crossval.run import CvSettings
-    from spinegrade.localization.settings import LocatorSettings
-
-    return CvSettings(
-        n_folds=settings.folds,
-        folds=settings.graded_folds,
-        seed=settings.seed,
-        archs=settings.archs,
-        imbalance=settings.imbalance,
-        train_points=(settings.train_points,),
-        size=settings.crop_px,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        locator=LocatorSettings(
-            size=settings.locator_px,
-            epochs=settings.locator_epochs,
-            lr=settings.locator_lr,
-            samples_per_epoch=settings.locator_samples,
-            seed=settings.seed,
-        ),
-        n_boot=settings.n_boot,
-        threads=settings.threads,
-    )
 
 
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         )
     with timed_stage(console, timings, "inspect"):
         print_report(inspect_dataset(data, progress=False))
-    cv_settings = demo_cv_settings(settings)
+    cv_settings = settings.cv_settings()
     with timed_stage(console, timings, "cross-validate (end to end)"):
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
     graded = settings.graded_folds if settings.graded_folds is not None else range(settings.folds)
