@@ -48,7 +48,7 @@ def test_cv_config_runs_the_demos_cv(
     The run is stopped at its first stage (prepare), after cv.json is written.
     """
     import spinegrade.crops.prepare as prepare_lib
-    from spinegrade.demo import DemoSettings, demo_cv_settings
+    from spinegrade.demo import DemoSettings
 
     def stop(*args: object, **kwargs: object) -> None:
         raise _Stop
@@ -60,7 +60,7 @@ def test_cv_config_runs_the_demos_cv(
     assert isinstance(result.exception, _Stop), result.output
     saved = json.loads((out / "cv.json").read_text())
     assert saved["data_dir"] == str(tiny_phantom)  # the command line's, not the file's demo_out/data
-    assert saved["settings"] == _as_json(asdict(demo_cv_settings(DemoSettings())))
+    assert saved["settings"] == _as_json(asdict(DemoSettings().cv_settings()))
 
 
 def test_a_flag_on_the_command_line_wins_over_the_files_key(
@@ -71,7 +71,9 @@ def test_a_flag_on_the_command_line_wins_over_the_files_key(
     seen = {}
     monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
     config = tmp_path / "cv.yaml"
-    config.write_text("out: somewhere\nepochs: 10\nlocator_size: 96\narch: [resnet18, vgg16]\n")
+    config.write_text(
+        "out: somewhere\nepochs: 10\nlocator_size: 96\narch: [resnet18, vgg16]\nlogger: tensorboard\n"
+    )
     args = ["cv", str(tmp_path), "--config", str(config), "--epochs", "3", "--out", str(tmp_path / "o")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -79,6 +81,7 @@ def test_a_flag_on_the_command_line_wins_over_the_files_key(
     assert settings.epochs == 3  # the flag
     assert settings.locator.size == 96 and settings.archs == ("resnet18", "vgg16")  # the file
     assert settings.size == 64  # neither: the command's default
+    assert settings.logger == "tensorboard"  # cv passes it to every locator and classifier it trains
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,11 @@ def cv_command(
     workers: int = typer.Option(0, "--workers", help="Processes reading studies ahead and cropping."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0: torch's default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the plan, the training and the jitter."),
+    logger: str = typer.Option(
+        "csv",
+        "--logger",
+        help="Training curves of every locator and classifier (their folder's logs/): csv or tensorboard.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the cv run in --out, reusing finished stages."
     ),
@@ -120,6 +125,7 @@ def cv_command(
         devices=devices,
         workers=workers,
         threads=threads,
+        logger=logger,
         variants=parse_variants(variant),
     )
     cross_validate(data_dir, out, settings, folds_file=folds_file, resume=resume)

@@ -51,6 +51,9 @@ def train_locator_command(
     threads: int = typer.Option(
         1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
     ),
+    logger: str = typer.Option(
+        "csv", "--logger", help="Training curves in OUT/logs/<series type>: csv or tensorboard."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
     folds_file: Path | None = typer.Option(
         None,
@@ -95,6 +98,7 @@ def train_locator_command(
         strategy=strategy,
         num_nodes=num_nodes,
         folds_file=folds_file,
+        logger=logger,
     )
     if not metrics:  # a DDP rank other than 0: rank 0 reports
         return

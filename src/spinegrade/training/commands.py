@@ -134,6 +134,12 @@ def train_command(
         help="Weight of a per-study any_severe_spinal term (with --loss score); batches then keep each "
         "study's spinal crops together.",
     ),
+    logger: str = typer.Option(
+        D["logger"],
+        "--logger",
+        help="Training curves in RUN/logs: csv (Lightning's CSVLogger) or tensorboard (pip install "
+        "'spinegrade[tensorboard]'; tensorboard --logdir RUN/logs). metrics.csv is written either way.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
     ),
@@ -174,6 +180,7 @@ def train_command(
         prior_shift=prior_shift,
         loss=loss,
         any_severe=any_severe,
+        logger=logger,
     )
     n_folds = int(CropCache.open(cache).meta.get("n_folds", 5))
     train(
