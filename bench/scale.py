@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -356,8 +357,10 @@ def extrapolate(stages: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]
     val_crops = N_STUDIES / N_FOLDS * crops_per_study
     task_samples = {k: N_STUDIES * train_share * t["samples_per_study"] for k, t in tasks.items()}
     samples_gb = {k: N_STUDIES * train_share * t["bytes_per_study"] / 1e9 for k, t in tasks.items()}
-    feed_crops = rates["classifier_crops_per_s"][1]
-    feed_samples = min(v for v in rates["locator_samples_per_s"][1].values())
+    # what one DataLoader worker delivers (workers=1: batches pass through shared memory, as with more)
+    one = 1 if 1 in rates["classifier_crops_per_s"] else 0
+    feed_crops = rates["classifier_crops_per_s"][one]
+    feed_samples = min(rates["locator_samples_per_s"][one].values())
     per_process_gb = {k: v["peak_rss_mb"] / 1024 for k, v in stages.items()}
     rows = {
         "prepare, labelled points (CORES processes)": {
@@ -420,6 +423,10 @@ def extrapolate(stages: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]
         "gpu_source": GPU_SOURCE,
         "locator_samples_gb_per_task": samples_gb,
         "stages": rows,
+        "other_commands": {
+            "inspect (one process)": {"hours": N_STUDIES * s["inspect"] * h},
+            "read every study (CORES processes)": {"hours": N_STUDIES * s["read"] / CORES * h},
+        },
         "total_hours": sum(r["hours"] for r in rows.values()),
         "total_hours_fed_by_cpu": sum(r.get("hours_fed_by_cpu", r["hours"]) for r in rows.values()),
         "fits_ram": all(r.get("peak_ram_gb", 0) < RAM_GB for r in rows.values()),
@@ -448,7 +455,7 @@ def main() -> None:
     parser.add_argument("--phantom-studies", type=int, default=3)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-phantom", action="store_true")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers (0 first)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_before = os.getloadavg()[0]
@@ -470,6 +477,9 @@ def main() -> None:
             work = tmp / f"work_{name.split()[0]}"
             work.mkdir()
             measured[name] = summarise({stage: run_stage(stage, data, work) for stage in STAGES})
+            print(
+                json.dumps({name: measured[name]}, default=float), file=sys.stderr
+            )  # kept if a later step fails
         result["per_study"] = measured
         result["input_pipelines"] = pipelines(tmp, args.workers)
     basis = "real study" if "real study" in measured else next(iter(measured))
