@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.errors import DataError
 from spinegrade.training.runs import TrainConfig
 
@@ -133,9 +134,16 @@ def train_command(
         help="Weight of a per-study any_severe_spinal term (with --loss score); batches then keep each "
         "study's spinal crops together.",
     ),
+    logger: str = typer.Option(
+        D["logger"],
+        "--logger",
+        help="Training curves in RUN/logs: csv (Lightning's CSVLogger) or tensorboard (pip install "
+        "'spinegrade[tensorboard]'; tensorboard --logdir RUN/logs). metrics.csv is written either way.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Train the severity classifier on a crop cache and score it on the validation fold.
 
@@ -172,6 +180,7 @@ def train_command(
         prior_shift=prior_shift,
         loss=loss,
         any_severe=any_severe,
+        logger=logger,
     )
     n_folds = int(CropCache.open(cache).meta.get("n_folds", 5))
     train(
