@@ -295,7 +295,11 @@ def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache,
     run = tmp_path / "run"
     result = train_run(cache, run, _config(epochs=1, loss="score", any_severe=1.0, side_flip=True))
     info = json.loads((run / "best.json").read_text())
-    assert info["side_flip"] is True and info["loss"] == {"name": "score", "any_severe": 1.0, "label_smoothing": 0.0}
+    assert info["side_flip"] is True and info["loss"] == {
+        "name": "score",
+        "any_severe": 1.0,
+        "label_smoothing": 0.0,
+    }
     assert np.isfinite(result["score"])
     with pytest.raises(DataError, match="any_severe"):
         _config(any_severe=1.0)  # the term belongs to loss 'score'
