@@ -104,7 +104,7 @@ def test_cli_exit_2_on_fatal_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spinegrade.data.phantom import write_phantom
+    from spinegrade.phantom import write_phantom
 
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(

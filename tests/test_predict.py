@@ -17,7 +17,6 @@ import torch
 from typer.testing import CliRunner
 
 from spinegrade.crops.extract import DEFAULT_CROP_MM, label_to_pixel
-from spinegrade.data.phantom import write_phantom
 from spinegrade.data.tables import labels_long, read_label_coordinates, read_train_labels
 from spinegrade.errors import DataError
 from spinegrade.evaluation.calibration import Calibration
@@ -30,6 +29,7 @@ from spinegrade.localization.targets import TASKS
 from spinegrade.localization.train import model_info
 from spinegrade.localization.train import save_model as save_locator
 from spinegrade.models.classifier import create_model
+from spinegrade.phantom import write_phantom
 from spinegrade.prediction.grade import Ensemble, find_runs
 from spinegrade.prediction.grading import grade_study
 from spinegrade.prediction.predict import predict

@@ -16,8 +16,15 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 import spinegrade
-from spinegrade.data import series as series_module
-from spinegrade.data.series import Series, SeriesWarning, map_point, read_series, scan_series
+from spinegrade.data.series import (
+    Series,
+    SeriesWarning,
+    map_point,
+    read_series,
+    read_usable_series,
+    scan_series,
+)
+from spinegrade.data.series import header as series_header
 from spinegrade.errors import DataError
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -152,7 +159,7 @@ def test_missing_plugin_says_what_to_install(tmp_path: Path, monkeypatch: pytest
         is_available=False,
         missing_dependencies=["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"],
     )
-    monkeypatch.setattr(series_module, "get_decoder", lambda uid: missing)
+    monkeypatch.setattr(series_header, "get_decoder", lambda uid: missing)
     with pytest.raises(
         DataError, match=r"MR_small_jpeg_ls_lossless\.dcm.*JPEG-LS.*install.*pylibjpeg-libjpeg"
     ):
@@ -644,7 +651,7 @@ def test_malformed_header_values_are_data_errors_naming_file_and_tag(
     _axial_stack(tmp_path / "s", n=3)
     bad = _slice(tmp_path / "s", "bad.dcm", instance=4321, position=[0, 0, -12.5], **tags)
     _patch(bad, old, new)
-    tag = series_module._tag(keyword)
+    tag = series_header.tag_label(keyword)
     with pytest.raises(DataError, match=rf"bad\.dcm: malformed {keyword} \({tag[1:-1]}\) value"):
         read_series(tmp_path / "s")
     with pytest.warns(SeriesWarning, match=r"bad\.dcm: malformed .* - skipped"):
@@ -664,18 +671,18 @@ def test_one_slice_without_position_is_set_aside_and_the_rest_stays_usable(tmp_p
     assert series.instance_numbers.tolist() == [1, 2, 3, 4] and np.isfinite(series.positions).all()
     assert series.instance_numbers[series.nearest_slice(np.array([0.0, 0.0, -7.0]))] == 3
     assert [p.kind for p in series.problems] == ["partial_geometry"]
-    usable, problems = series_module.read_usable_series(tmp_path / "s")
+    usable, problems = read_usable_series(tmp_path / "s")
     assert usable is not None and [p.kind for p in problems] == ["partial_geometry"]
 
 
 def test_a_series_without_usable_geometry_is_dropped_with_a_problem(tmp_path: Path) -> None:
     for instance in (1, 2):
         _slice(tmp_path / "s", f"{instance}.dcm", instance=instance, position=None, orientation=None)
-    series, problems = series_module.read_usable_series(tmp_path / "s")
+    series, problems = read_usable_series(tmp_path / "s")
     assert series is None and problems[-1].kind == "unusable_geometry"
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "x.dcm").write_bytes(b"junk" * 50)
-    series, problems = series_module.read_usable_series(tmp_path / "t")
+    series, problems = read_usable_series(tmp_path / "t")
     assert series is None and [p.kind for p in problems] == ["skipped_file", "unreadable_series"]
     assert "x.dcm" in problems[0].message
 
