@@ -110,20 +110,23 @@ def read_series(
         target = common_size(Counter(f.shape for f in kept))
         pixels = np.empty((len(kept), *target), dtype=np.float32)
         decoded: dict[Path, np.ndarray] = {}  # raw frames of multi-frame files, decoded once
-        failed = set()
+        failed, reports = set(), []
         for index, frame in enumerate(kept):
             try:
-                decode_into(pixels[index], frame, decoded)
+                report = decode_into(pixels[index], frame, decoded)
             except FileError as error:
                 skip_or_raise(error)
                 failed.add(id(frame))
+            else:
+                if report is not None:
+                    reports.append(series_problem(folder, report.kind, report.message, frame.path))
         if not failed:
             break
         frames = [f for f in frames if id(f) not in failed]
         if not frames:
             raise DataError(f"{folder}: no slice of this series folder could be decoded")
     series_problems = []
-    for problem in [*arranged.problems, *kept_slice_problems(folder, kept, instances[order])]:
+    for problem in [*reports, *arranged.problems, *kept_slice_problems(folder, kept, instances[order])]:
         if problem.kind == "size_mismatch":
             if on_size_mismatch == "raise":
                 raise DataError(f"{problem.message}; pass on_size_mismatch='resample' to resample them")
