@@ -75,7 +75,7 @@ def test_a_real_rle_plugin_panic_falls_back_to_pydicoms_decoder_and_says_so(tmp_
     np.testing.assert_array_equal(series.pixels[1], own.astype(np.float32))
     [problem] = series.problems
     assert problem.kind == "decoder_fallback" and Path(problem.file) == paths[1]
-    assert f"{paths[1]}: pixel data decoded by pydicom's own decoder" in problem.message
+    assert f"series {paths[1].parent}: 2.dcm: pixel data decoded by pydicom's own decoder" in problem.message
     assert "PanicException: index out of bounds" in problem.message
 
 
@@ -102,7 +102,7 @@ def test_without_a_pydicom_decoder_for_the_syntax_a_panic_is_a_pixel_fault(
     _fake_decoder(monkeypatch, "1.dcm", FakePanic("boom"), None)  # JPEG-LS: pylibjpeg only
     series, problems = read_usable_series(folder)
     assert series is None
-    assert [p.kind for p in problems] == ["skipped_file", "unreadable_series"]
+    assert [p.kind for p in problems] == ["pixel_fault", "unreadable_series"]
     assert "1.dcm: pixel data cannot be decoded (FakePanic: boom) - skipped" in problems[0].message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -514,12 +515,11 @@ def test_scan_reads_headers_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert info.sizes == {(64, 64): 5, (32, 32): 1}
     assert info.description == "Sagittal T2/STIR"
     assert info.transfer_syntaxes == {"Explicit VR Little Endian": 5, "RLE Lossless": 1}
-    assert sorted(p.kind for p in info.problems) == [
-        "duplicate_instance",
-        "not_dicom",
-        "several_stacks",  # the RLE file's origin lies 120 mm off the others' line: a stack of its own
-        "size_mismatch",
-    ]
+    assert sorted(p.kind for p in info.problems) == ["duplicate_instance", "not_dicom", "size_mismatch"]
+    # The RLE file's origin lies 120 mm off the others' line: a stack of its own. How a series was
+    # acquired is a note, not a problem.
+    assert [p.kind for p in info.notes] == ["several_stacks", "instance_order"]
+    assert all(p.note for p in info.notes) and not any(p.note for p in info.problems)
     assert info.n_stacks == 2
     assert info.instance_numbers == [1, 2, 4, 3, 2, 1]  # RLE stack (z 6.64) first, then z = 9, 4, 3, 2, 1
 
@@ -591,12 +591,18 @@ def _angled_blocks(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_angled_blocks_become_stacks_with_their_own_geometry(tmp_path: Path) -> None:
     origins, normals = _angled_blocks(tmp_path / "s")
-    with pytest.warns(SeriesWarning, match="2 stacks"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeriesWarning)  # angled blocks are a protocol, not a problem
         series = read_series(tmp_path / "s")
     # Head to feet: the upper block first, each block head to feet; never interleaved.
     assert series.instance_numbers.tolist() == [5, 3, 1, 6, 4, 2]
     assert series.stacks.tolist() == [0, 0, 0, 1, 1, 1] and series.n_stacks == 2
-    assert [p.kind for p in series.problems] == ["several_stacks"]
+    assert series.problems == ()
+    assert [(p.kind, p.note) for p in series.notes] == [("several_stacks", True), ("instance_order", True)]
+    assert "2 stacks (angled blocks) of 3, 3 slices" in series.notes[0].message
+    assert series.notes[1].message.endswith(
+        "InstanceNumber decreases along the slice order (head -> feet); slices are ordered by position"
+    )
     for index, instance in enumerate(series.instance_numbers):
         np.testing.assert_array_equal(series.pixels[index], _reference() + 1000 * instance)
     # 2.5D neighbours come from a slice's own stack only, its ends repeated.
@@ -683,7 +689,7 @@ def test_a_series_without_usable_geometry_is_dropped_with_a_problem(tmp_path: Pa
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "x.dcm").write_bytes(b"junk" * 50)
     series, problems = read_usable_series(tmp_path / "t")
-    assert series is None and [p.kind for p in problems] == ["skipped_file", "unreadable_series"]
+    assert series is None and [p.kind for p in problems] == ["not_dicom", "unreadable_series"]
     assert "x.dcm" in problems[0].message
 
 
@@ -864,3 +870,23 @@ def test_inspect_counts_stacks_set_aside_slices_duplicates_and_header_faults(tin
         "header_fault": "fault.dcm",
     }
     assert report["problem_counts"]["header_fault"] == 1
+
+
+def test_problems_name_study_and_series_whatever_path_the_folder_was_given_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "test_images" / "1000002" / "3486248476"
+    _axial_stack(folder, n=3)
+    (folder / "junk.dcm").write_bytes(b"junk")
+    monkeypatch.chdir(tmp_path)
+    relative = Path("test_images/1000002/3486248476")
+    _, by_relative = read_usable_series(relative)
+    _, by_absolute = read_usable_series(folder.resolve())
+    assert [p.message for p in by_relative] == [p.message for p in by_absolute]  # shown once, not twice
+    [problem] = by_absolute
+    assert problem.message.startswith("study 1000002 series 3486248476: junk.dcm: not a DICOM file")
+    assert (problem.study_id, problem.series_id, problem.file) == (
+        1000002,
+        3486248476,
+        str(folder / "junk.dcm"),
+    )

@@ -37,7 +37,8 @@ class StudyPlan:
 
 @dataclass
 class StudyImages:
-    """The series of one study read into memory, by series type, with what went wrong while reading."""
+    """The series of one study read into memory, by series type, with what went wrong while reading and
+    how the series were acquired (notes: Problem.note)."""
 
     study_id: int
     series_by_type: dict[str, list[Series]] = field(default_factory=dict)
@@ -120,6 +121,7 @@ def read_study(plan: StudyPlan) -> StudyImages:
         study.problems.extend(_problem(plan, folder, "series_warning", str(w.message)) for w in caught)
         if series is None:  # unreadable, or no usable geometry: only the targets it serves get priors
             continue
+        study.problems.extend(replace(n, study_id=plan.study_id) for n in series.notes)
         kind = kind or series_type(series.description) or _type_from_geometry(series)
         if kind is None:
             study.problems.append(

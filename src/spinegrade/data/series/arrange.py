@@ -69,7 +69,7 @@ def arrange(folder: Path, frames: list[Frame], instances: np.ndarray) -> Arrange
                 series_problem(
                     folder,
                     kind,
-                    f"series {folder}: {frames[i].path.name} (instance {instances[i]}) set aside: {why}",
+                    f"{frames[i].path.name} (instance {instances[i]}) set aside: {why}",
                     frames[i].path,
                 )
             )
@@ -145,13 +145,37 @@ def arrange(folder: Path, frames: list[Frame], instances: np.ndarray) -> Arrange
             series_problem(
                 folder,
                 "several_stacks",
-                f"series {folder}: {len(ordered)} stacks (angled blocks) of {sizes} slices; each keeps "
+                f"{len(ordered)} stacks (angled blocks) of {sizes} slices; each keeps "
                 "its own geometry and 2.5D neighbours come from a slice's own stack",
+                note=True,
             )
         )
+    problems += _instance_order(folder, [[int(instances[i]) for i in stack] for stack in ordered], normal)
     order = np.array([i for stack in ordered for i in stack], dtype=np.int64)
     stack_ids = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(ordered)])
     return Arrangement(order, stack_ids, orientation, problems)
+
+
+# The canonical slice order (see Series.normal) in words, by the normal's dominant patient axis (LPS).
+_ORDER_IN_WORDS: Final = ("patient right -> left", "anterior -> posterior", "head -> feet")
+
+
+def _instance_order(folder: Path, stacks: list[list[int]], normal: np.ndarray) -> list[Problem]:
+    """A note when InstanceNumber runs against the canonical slice order (or in no order) in some stack:
+    how the series was acquired, nothing to fix (slices are ordered by their position)."""
+    steps = [np.sign(np.diff(stack)) for stack in stacks if len(stack) > 1]
+    if not steps or all((s > 0).all() for s in steps):
+        return []
+    how = "decreases" if all((s < 0).all() for s in steps) else "is not monotonic"
+    direction = _ORDER_IN_WORDS[int(np.argmax(np.abs(normal)))]
+    return [
+        series_problem(
+            folder,
+            "instance_order",
+            f"InstanceNumber {how} along the slice order ({direction}); slices are ordered by position",
+            note=True,
+        )
+    ]
 
 
 def _split_stacks(frames: list[Frame]) -> list[list[int]]:
@@ -190,9 +214,7 @@ def kept_slice_problems(folder: Path, frames: list[Frame], instances: np.ndarray
     sizes = Counter(f.shape for f in frames)
     if len(sizes) > 1:
         listed = ", ".join(f"{r}x{c} ({n} slices)" for (r, c), n in sizes.most_common())
-        problems.append(
-            series_problem(folder, "size_mismatch", f"series {folder}: slices have different sizes {listed}")
-        )
+        problems.append(series_problem(folder, "size_mismatch", f"slices have different sizes {listed}"))
     counts = Counter(instances.tolist())
     duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
@@ -200,7 +222,7 @@ def kept_slice_problems(folder: Path, frames: list[Frame], instances: np.ndarray
             series_problem(
                 folder,
                 "duplicate_instance",
-                f"series {folder}: instance numbers {duplicates[:10]} occur more than once; "
+                f"instance numbers {duplicates[:10]} occur more than once; "
                 "index_of_instance returns the first slice in series order",
             )
         )
@@ -210,7 +232,7 @@ def kept_slice_problems(folder: Path, frames: list[Frame], instances: np.ndarray
             series_problem(
                 folder,
                 "missing_geometry",
-                f"series {folder}: {len(missing)} of {len(frames)} slices lack ImagePositionPatient or "
+                f"{len(missing)} of {len(frames)} slices lack ImagePositionPatient or "
                 f"ImageOrientationPatient (first: {missing[0].path}); slices are ordered by InstanceNumber "
                 "and their patient coordinates are NaN",
                 missing[0].path,
@@ -222,7 +244,7 @@ def kept_slice_problems(folder: Path, frames: list[Frame], instances: np.ndarray
             series_problem(
                 folder,
                 "missing_geometry",
-                f"series {folder}: {len(unspaced)} slices lack PixelSpacing {tag_label('PixelSpacing')} "
+                f"{len(unspaced)} slices lack PixelSpacing {tag_label('PixelSpacing')} "
                 f"(first: {unspaced[0].path}); their spacing is NaN",
                 unspaced[0].path,
             )

@@ -22,10 +22,10 @@ FALLBACK_PLUGIN = "pydicom"
 
 
 class Report(NamedTuple):
-    """What to report about a file that decoded: a Problem kind and its message (naming the file)."""
+    """What to report about a file that decoded: a Problem kind and what happened (without the path)."""
 
     kind: str
-    message: str
+    text: str
 
 
 def decode_file(ds: Dataset, path: Path) -> tuple[np.ndarray, Report | None]:
@@ -46,7 +46,7 @@ def decode_file(ds: Dataset, path: Path) -> tuple[np.ndarray, Report | None]:
             # raw array is freed after conversion and its memory serves the next slice.
             pixels = decode_pixels(ds)
             warned = _warned(caught)
-            return pixels, Report("pixel_warning", f"{path}: {warned}") if warned else None
+            return pixels, Report("pixel_warning", warned) if warned else None
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # anything a plugin raises, Rust panics included
@@ -61,7 +61,7 @@ def decode_file(ds: Dataset, path: Path) -> tuple[np.ndarray, Report | None]:
         except BaseException as exc:
             raise _pixel_fault(path, failure, exc) from exc
     why = [
-        f"{path}: pixel data decoded by pydicom's own decoder after the preferred plugin failed "
+        f"pixel data decoded by pydicom's own decoder after the preferred plugin failed "
         f"({_describe(failure)})",
         _warned(caught),
     ]
@@ -75,7 +75,7 @@ def _plugins(ds: Dataset) -> tuple[str, ...]:
 
 def _pixel_fault(path: Path, *failures: BaseException) -> FileError:
     causes = "; then ".join(_describe(f) for f in failures)
-    return FileError("pixel_fault", f"{path}: pixel data cannot be decoded ({causes})", path)
+    return FileError("pixel_fault", f"pixel data cannot be decoded ({causes})", path)
 
 
 def _describe(error: BaseException) -> str:
@@ -103,7 +103,7 @@ def decode_into(out: np.ndarray, frame: Frame, decoded: dict[Path, np.ndarray]) 
         except ValueError as exc:
             raise FileError(
                 "pixel_fault",
-                f"{path}: decoded pixel data of shape {raw.shape} does not hold {frame.n_frames} frames of "
+                f"decoded pixel data of shape {raw.shape} does not hold {frame.n_frames} frames of "
                 f"{frame.shape[0]}x{frame.shape[1]}",
                 path,
             ) from exc

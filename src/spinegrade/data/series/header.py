@@ -84,18 +84,14 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
     try:
         ds = pydicom.dcmread(path, defer_size=None if decode else 1024)
     except InvalidDicomError:
-        raise FileError(
-            "not_dicom", f"{path}: not a DICOM file (no 'DICM' prefix at byte 128)", path
-        ) from None
+        raise FileError("not_dicom", "not a DICOM file (no 'DICM' prefix at byte 128)", path) from None
     except Exception as exc:  # pydicom raises many types on malformed bytes
-        raise FileError(
-            "corrupt", f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc})", path
-        ) from exc
+        raise FileError("corrupt", f"corrupt DICOM header ({type(exc).__name__}: {exc})", path) from exc
     for keyword in REQUIRED_TAGS:
         if tag_number(keyword) not in ds:
             raise FileError(
                 "missing_tag",
-                f"{path}: missing required DICOM tag {keyword} {tag_label(keyword)}; "
+                f"missing required DICOM tag {keyword} {tag_label(keyword)}; "
                 "the file may be truncated or not an image",
                 path,
             )
@@ -103,7 +99,7 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise FileError(
             "unsupported",
-            f"{path}: PhotometricInterpretation {tag_label('PhotometricInterpretation')} is "
+            f"PhotometricInterpretation {tag_label('PhotometricInterpretation')} is "
             f"{photometric}; spinegrade reads grayscale (MONOCHROME1/2) MR images only",
             path,
         )
@@ -114,7 +110,7 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
     if n_frames == 1 and instance is None:
         raise FileError(
             "missing_tag",
-            f"{path}: missing required DICOM tag InstanceNumber {tag_label('InstanceNumber')}",
+            f"missing required DICOM tag InstanceNumber {tag_label('InstanceNumber')}",
             path,
         )
     shape = (_value(ds, path, "Rows", int), _value(ds, path, "Columns", int))
@@ -179,7 +175,7 @@ def _value(holder: Dataset, path: Path, keyword: str, convert: Callable[[Any], T
             raw = "?"
         raise FileError(
             "header_fault",
-            f"{path}: malformed {keyword} {tag_label(keyword)} value {raw!r} ({type(exc).__name__}: {exc})",
+            f"malformed {keyword} {tag_label(keyword)} value {raw!r} ({type(exc).__name__}: {exc})",
             path,
         ) from exc
 
@@ -232,7 +228,7 @@ def _check_decoder(ds: Dataset, path: Path) -> pydicom.uid.UID:
     if syntax is None:
         raise FileError(
             "missing_tag",
-            f"{path}: missing required DICOM tag TransferSyntaxUID {tag_label('TransferSyntaxUID')}",
+            f"missing required DICOM tag TransferSyntaxUID {tag_label('TransferSyntaxUID')}",
             path,
         )
     try:
@@ -240,14 +236,14 @@ def _check_decoder(ds: Dataset, path: Path) -> pydicom.uid.UID:
     except NotImplementedError:
         raise FileError(
             "no_decoder",
-            f"{path}: pixel data uses transfer syntax {syntax.name} ({syntax}), which pydicom cannot decode; "
+            f"pixel data uses transfer syntax {syntax.name} ({syntax}), which pydicom cannot decode; "
             "convert the file (e.g. dcmdjpeg / gdcmconv --raw)",
             path,
         ) from None
     if not decoder.is_available:
         raise FileError(
             "no_decoder",
-            f"{path}: no installed plugin decodes transfer syntax {syntax.name} ({syntax}); install one of: "
+            f"no installed plugin decodes transfer syntax {syntax.name} ({syntax}); install one of: "
             + "; ".join(decoder.missing_dependencies),
             path,
         )
@@ -266,7 +262,7 @@ def _check_pixel_length(ds: Dataset, path: Path) -> None:
         if element.value_tell + element.length > size:
             raise FileError(
                 "corrupt",
-                f"{path}: truncated: PixelData {tag_label('PixelData')} needs {element.length} bytes from "
+                f"truncated: PixelData {tag_label('PixelData')} needs {element.length} bytes from "
                 f"byte {element.value_tell} but the file has {size} bytes",
                 path,
             )
@@ -282,7 +278,7 @@ class _Header:
         if per_frame is not None and len(per_frame) != n_frames:
             raise FileError(
                 "corrupt",
-                f"{path}: PerFrameFunctionalGroupsSequence "
+                f"PerFrameFunctionalGroupsSequence "
                 f"{tag_label('PerFrameFunctionalGroupsSequence')} has {len(per_frame)} items for "
                 f"NumberOfFrames {n_frames}",
                 path,
@@ -336,7 +332,7 @@ class _Header:
         if min(norms) < 0.5 or abs(sum(a * b for a, b in zip(*unit, strict=True))) > 0.1:
             raise FileError(
                 "header_fault",
-                f"{self.path}: ImageOrientationPatient {tag_label('ImageOrientationPatient')} "
+                f"ImageOrientationPatient {tag_label('ImageOrientationPatient')} "
                 f"{np.round(directions, 4).tolist()} is not two perpendicular unit directions",
                 self.path,
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,7 @@ from spinegrade.errors import DataError, Problem
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """What the headers of a series folder say (no pixels decoded), with the problems found."""
+    """What the headers of a series folder say (no pixels decoded), with the problems and notes found."""
 
     series_id: str
     n_slices: int
@@ -40,6 +40,7 @@ class SeriesInfo:
     transfer_syntaxes: Counter[str]
     problems: list[Problem]
     n_stacks: int = 1
+    notes: list[Problem] = field(default_factory=list)
 
 
 def read_series(
@@ -87,8 +88,8 @@ def read_series(
 
     def skip_or_raise(error: FileError) -> None:
         if error.kind == "not_dicom" or (on_corrupt == "skip" and error.kind != "no_decoder"):
-            problems.append(series_problem(folder, error.kind, f"{error} - skipped", error.path))
-            warnings.warn(problems[-1].message, SeriesWarning, stacklevel=3)
+            problems.append(series_problem(folder, error.kind, f"{error.text(folder)} - skipped", error.path))
+            warnings.warn(SeriesWarning(problems[-1]), stacklevel=3)
         else:
             raise error
 
@@ -98,7 +99,7 @@ def read_series(
         else:
             frames.extend(result)
     if not frames:
-        raise DataError(f"{folder}: no DICOM image files in this series folder")
+        raise FileError("empty_series", "no DICOM image files in this series folder", folder)
 
     # Headers first, pixels last: decode straight into the volume, only the slices kept. A slice that
     # fails to decode (skipped) changes the arrangement: arrange and decode again without it (rare).
@@ -119,14 +120,18 @@ def read_series(
                 failed.add(id(frame))
             else:
                 if report is not None:
-                    reports.append(series_problem(folder, report.kind, report.message, frame.path))
+                    text = f"{frame.path.name}: {report.text}"
+                    reports.append(series_problem(folder, report.kind, text, frame.path))
         if not failed:
             break
         frames = [f for f in frames if id(f) not in failed]
         if not frames:
-            raise DataError(f"{folder}: no slice of this series folder could be decoded")
-    series_problems = []
+            raise FileError("unreadable_series", "no slice of this series folder could be decoded", folder)
+    series_problems, notes = [], []
     for problem in [*reports, *arranged.problems, *kept_slice_problems(folder, kept, instances[order])]:
+        if problem.note:
+            notes.append(problem)
+            continue
         if problem.kind == "size_mismatch":
             if on_size_mismatch == "raise":
                 raise DataError(f"{problem.message}; pass on_size_mismatch='resample' to resample them")
@@ -134,7 +139,7 @@ def read_series(
                 problem, message=f"{problem.message}; resampled the others to {target[0]}x{target[1]}"
             )
         series_problems.append(problem)
-        warnings.warn(problem.message, SeriesWarning, stacklevel=2)
+        warnings.warn(SeriesWarning(problem), stacklevel=2)
     spacing = [resampled_spacing(f.spacing, f.shape, target) for f in kept]
     return Series(
         pixels=pixels,
@@ -149,6 +154,7 @@ def read_series(
         slice_orientations=np.stack([f.orientation for f in kept]),
         stacks=arranged.stacks,
         problems=tuple(problems + series_problems),
+        notes=tuple(notes),
     )
 
 
@@ -165,13 +171,14 @@ def read_usable_series(folder: str | os.PathLike) -> tuple[Series | None, list[P
         try:
             series = read_series(folder, on_corrupt="skip")
         except (DataError, OSError) as exc:
-            series, failure = None, series_problem(folder, "unreadable_series", f"{exc}; series ignored")
+            why = exc.text(folder) if isinstance(exc, FileError) else str(exc)
+            series, failure = None, series_problem(folder, "unreadable_series", f"{why}; series ignored")
     for w in caught:  # other warnings go on as they came
         if not issubclass(w.category, SeriesWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if series is None:  # what was skipped before the series failed (its Problems died with it)
-        notes = [w for w in caught if issubclass(w.category, SeriesWarning)]
-        return None, [*(series_problem(folder, "skipped_file", str(w.message)) for w in notes), failure]
+    if series is None:  # what was skipped before the series failed (the warnings carry it)
+        skipped = [w.message.problem for w in caught if isinstance(w.message, SeriesWarning)]
+        return None, [*skipped, failure]
     geometry = (series.positions, series.slice_orientations, series.pixel_spacing)
     if not all(np.isfinite(part).all() for part in geometry):
         return None, [
@@ -179,8 +186,8 @@ def read_usable_series(folder: str | os.PathLike) -> tuple[Series | None, list[P
             series_problem(
                 folder,
                 "unusable_geometry",
-                f"series {folder}: no usable ImagePositionPatient / ImageOrientationPatient / PixelSpacing "
-                "on its slices; series ignored",
+                "no usable ImagePositionPatient / ImageOrientationPatient / PixelSpacing on its slices; "
+                "series ignored",
             ),
         ]
     return series, list(series.problems)
@@ -191,26 +198,26 @@ def scan_series(folder: str | os.PathLike) -> SeriesInfo:
 
     Non-DICOM, corrupt or truncated files (pixel data shorter than its header says), missing tags,
     malformed header values, undecodable transfer syntaxes, mixed sizes, duplicate instances and
-    positions, several stacks, set-aside slices and missing geometry are returned as Problems instead of
-    raised (as read_series would report them); only a missing folder raises DataError.
+    positions, set-aside slices and missing geometry are returned as Problems instead of raised (as
+    read_series would report them), angled blocks and InstanceNumber order as notes; only a missing
+    folder raises DataError.
     """
     folder = _check_folder(folder)
     frames: list[Frame] = []
     problems: list[Problem] = []
     for result in read_files(folder, decode=False):
         if isinstance(result, FileError):
-            problems.append(series_problem(folder, result.kind, str(result), result.path))
+            problems.append(series_problem(folder, result.kind, result.text(folder), result.path))
         else:
             frames.extend(result)
     if not frames:
-        problems.append(
-            series_problem(folder, "empty_series", f"{folder}: no DICOM image files in this folder")
-        )
+        problems.append(series_problem(folder, "empty_series", "no DICOM image files in this folder"))
         return SeriesInfo(folder.name, 0, 0, 0, Counter(), None, [], Counter(), problems, 0)
     instances = frame_instances(frames)
     arranged = arrange(folder, frames, instances)
     kept = [frames[i] for i in arranged.order]
-    problems += arranged.problems + kept_slice_problems(folder, kept, instances[arranged.order])
+    found = arranged.problems + kept_slice_problems(folder, kept, instances[arranged.order])
+    problems += [p for p in found if not p.note]
     sizes = Counter(f.shape for f in kept)
     rows, cols = common_size(sizes)
     return SeriesInfo(
@@ -224,6 +231,7 @@ def scan_series(folder: str | os.PathLike) -> SeriesInfo:
         transfer_syntaxes=Counter(f.transfer_syntax for f in kept),
         problems=problems,
         n_stacks=len(np.unique(arranged.stacks)),
+        notes=[p for p in found if p.note],
     )
 
 

@@ -23,7 +23,8 @@ class Series:
     `positions`, `pixel_spacing`); `orientation` is the series' representative orientation. read_series
     orders every stack canonically (see `normal`): sagittal right -> left, axial head -> feet, coronal
     anterior -> posterior, whatever the sign of the DICOM normal; stacks follow one another the same way.
-    `problems` lists what read_series worked around (slices set aside, duplicates, skipped files).
+    `problems` lists what read_series worked around (slices set aside, duplicates, skipped files);
+    `notes` how the series was acquired (angled blocks, InstanceNumber against the slice order).
     Missing geometry is NaN.
     """
 
@@ -39,6 +40,7 @@ class Series:
     slice_orientations: np.ndarray | None = None
     stacks: np.ndarray | None = None
     problems: tuple[Problem, ...] = ()
+    notes: tuple[Problem, ...] = ()
     _normalized: dict[tuple[float, float], np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
