@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pydicom
@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from spinegrade.data.series.problems import FileError
 
@@ -34,6 +35,7 @@ REQUIRED_TAGS = (
     "PixelData",
 )
 _PIXEL_DATA = 0x7FE00010
+MAX_PIXELS: Final = 8192 * 8192  # per frame: beyond any MR slice, within what a decoder can allocate
 T = TypeVar("T")
 
 
@@ -87,8 +89,8 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
         raise FileError("not_dicom", "not a DICOM file (no 'DICM' prefix at byte 128)", path) from None
     except Exception as exc:  # pydicom raises many types on malformed bytes
         raise FileError("corrupt", f"corrupt DICOM header ({type(exc).__name__}: {exc})", path) from exc
-    for keyword in REQUIRED_TAGS:
-        if tag_number(keyword) not in ds:
+    for keyword in REQUIRED_TAGS:  # present with a value (pixel data: present, its value not read here)
+        if not (tag_number(keyword) in ds if keyword == "PixelData" else _present(ds, keyword)):
             raise FileError(
                 "missing_tag",
                 f"missing required DICOM tag {keyword} {tag_label(keyword)}; "
@@ -104,16 +106,18 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
             path,
         )
     syntax = _check_decoder(ds, path)
-    n_frames = _value(ds, path, "NumberOfFrames", int) or 1
+    shape = (_required(ds, path, "Rows"), _required(ds, path, "Columns"))
+    n_frames = _value(ds, path, "NumberOfFrames", _int)
+    _check_size(path, shape, n_frames)
+    n_frames = n_frames or 1
     header = _Header(ds, path, n_frames)
-    instance = _value(ds, path, "InstanceNumber", int)
+    instance = _value(ds, path, "InstanceNumber", _int)
     if n_frames == 1 and instance is None:
         raise FileError(
             "missing_tag",
             f"missing required DICOM tag InstanceNumber {tag_label('InstanceNumber')}",
             path,
         )
-    shape = (_value(ds, path, "Rows", int), _value(ds, path, "Columns", int))
     geometry = [
         (
             header.vector(frame, "PlanePositionSequence", "ImagePositionPatient", 3),
@@ -125,7 +129,9 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
     ]
     uid = _value(ds, path, "SeriesInstanceUID", str)
     description = _value(ds, path, "SeriesDescription", str)
-    bits, signed = _value(ds, path, "BitsStored", int), _value(ds, path, "PixelRepresentation", int)
+    bits, signed = _required(ds, path, "BitsStored"), _required(ds, path, "PixelRepresentation")
+    if not 1 <= bits <= 64:
+        raise FileError("header_fault", f"BitsStored {tag_label('BitsStored')} is {bits}, not 1 to 64", path)
     value_range = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     rescales = [header.rescale(frame) for frame in range(n_frames)]
     if not decode:
@@ -180,6 +186,14 @@ def _value(holder: Dataset, path: Path, keyword: str, convert: Callable[[Any], T
         ) from exc
 
 
+def _required(ds: Dataset, path: Path, keyword: str) -> int:
+    """A required integer value: a `missing_tag` FileError when it has none (an empty or odd element)."""
+    value = _value(ds, path, keyword, _int)
+    if value is None:
+        raise FileError("missing_tag", f"DICOM tag {keyword} {tag_label(keyword)} has no value", path)
+    return value
+
+
 def _raw_value(element: Any) -> float | int | str | list | bytes | None:
     """A DS / IS / UI / CS value still in its raw bytes, parsed directly (pydicom's conversions, with
     their validation, cost about as much as the RLE decoding of a slice): a number, an ASCII string or a
@@ -203,12 +217,20 @@ def _raw_value(element: Any) -> float | int | str | list | bytes | None:
 def _integer(text: bytes) -> int:
     """An IS value: an integer, also when written as a whole decimal ('5.0'), as pydicom accepts it."""
     try:
-        return int(text)
+        return _int(int(text))
     except ValueError:
         number = float(text)
         if not number.is_integer():
             raise ValueError(f"{text!r} is not an integer") from None
-        return int(number)
+        return _int(int(number))
+
+
+def _int(value: Any) -> int:
+    """An integer header value (IS, US), within the signed 32-bit range of DICOM's IS."""
+    number = int(value)
+    if not -(2**31) <= number < 2**31:
+        raise ValueError(f"{number} is outside the range of an integer string (IS)")
+    return number
 
 
 @functools.cache
@@ -222,13 +244,20 @@ def tag_label(keyword: str) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def _check_decoder(ds: Dataset, path: Path) -> pydicom.uid.UID:
+def _check_decoder(ds: Dataset, path: Path) -> UID:
     """The file's transfer syntax, after checking that an installed pydicom plugin can decode it."""
-    syntax = ds.file_meta.get("TransferSyntaxUID")
+    syntax = _value(ds.file_meta, path, "TransferSyntaxUID", lambda v: UID(str(v).strip("\0 ")))
     if syntax is None:
         raise FileError(
             "missing_tag",
             f"missing required DICOM tag TransferSyntaxUID {tag_label('TransferSyntaxUID')}",
+            path,
+        )
+    if syntax.is_private or not syntax.is_transfer_syntax:  # a damaged value, not a missing plugin
+        raise FileError(
+            "header_fault",
+            f"TransferSyntaxUID {tag_label('TransferSyntaxUID')} {str(syntax)[:64]!r} is not a DICOM "
+            "transfer syntax",
             path,
         )
     try:
@@ -248,6 +277,28 @@ def _check_decoder(ds: Dataset, path: Path) -> pydicom.uid.UID:
             path,
         )
     return syntax
+
+
+def _check_size(path: Path, shape: tuple[int | None, int | None], n_frames: int | None) -> None:
+    """Refuse image sizes no file can hold before anything is allocated for them: Rows or Columns below
+    one or beyond MAX_PIXELS a frame, NumberOfFrames below one or more than the file has bytes for (every
+    frame, compressed or not, takes at least an 8-byte item)."""
+    rows, cols = shape
+    if not (rows and cols and rows > 0 and cols > 0 and rows * cols <= MAX_PIXELS):
+        raise FileError(
+            "header_fault",
+            f"Rows {tag_label('Rows')} x Columns {tag_label('Columns')} is {rows} x {cols}, not an image "
+            f"size (1 to {MAX_PIXELS} pixels)",
+            path,
+        )
+    size = path.stat().st_size
+    if n_frames is not None and not 1 <= n_frames <= size // 8:
+        raise FileError(
+            "header_fault",
+            f"NumberOfFrames {tag_label('NumberOfFrames')} is {n_frames}, which a file of {size} bytes "
+            "cannot hold",
+            path,
+        )
 
 
 def _check_pixel_length(ds: Dataset, path: Path) -> None:
@@ -347,7 +398,10 @@ class _Header:
 
 
 def _present(holder: Dataset, keyword: str) -> bool:
-    """Whether `keyword` is in `holder` with a non-empty value (without parsing the value)."""
-    element = holder.get_item(tag_number(keyword))
+    """Whether `keyword` is in `holder` with a non-empty value (without parsing the value: a deferred
+    one, too long to have been read, counts as present and _value reports it if it does not parse)."""
+    element = holder.get_item(tag_number(keyword), keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None:
+        return element.length > 0
     value = None if element is None else element.value
     return value is not None and not (isinstance(value, str | bytes) and not value.strip())
