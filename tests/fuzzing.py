@@ -152,17 +152,15 @@ def pixel_bit_flips(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def pixel_byte_run(data: bytes, rng: np.random.Generator) -> bytes:
-    """Random bytes in the pixel data; one in four exactly as issue 23 planted them (200 in the middle)."""
+    return _byte_run(data, rng, pixel_start(data), len(data), 400)
+
+
+def planted_pixel_run(data: bytes, rng: np.random.Generator) -> bytes:
+    """200 random bytes in the middle of the pixel data, as issue 23 planted them (pylibjpeg-rle panics)."""
     start = pixel_start(data)
-    if rng.random() < 0.25:
-        middle = start + (len(data) - start) // 2
-        return _planted(data, rng, middle)
-    return _byte_run(data, rng, start, len(data), 400)
-
-
-def _planted(data: bytes, rng: np.random.Generator, at: int) -> bytes:
+    middle = start + (len(data) - start) // 2
     out = bytearray(data)
-    out[at : at + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    out[middle : middle + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
     return bytes(out[: len(data)])
 
 
@@ -260,6 +258,7 @@ MUTATIONS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
         header_byte_run,
         pixel_bit_flips,
         pixel_byte_run,
+        planted_pixel_run,
         truncation,
         deleted_element,
         shuffled_elements,

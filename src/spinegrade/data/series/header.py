@@ -35,6 +35,7 @@ REQUIRED_TAGS = (
     "PixelData",
 )
 _PIXEL_DATA = 0x7FE00010
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 MAX_PIXELS: Final = 8192 * 8192  # per frame: beyond any MR slice, within what a decoder can allocate
 T = TypeVar("T")
 
@@ -133,7 +134,7 @@ def read_file(path: Path, *, decode: bool) -> list[Frame]:
     if not 1 <= bits <= 64:
         raise FileError("header_fault", f"BitsStored {tag_label('BitsStored')} is {bits}, not 1 to 64", path)
     value_range = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    rescales = [header.rescale(frame) for frame in range(n_frames)]
+    rescales = [header.rescale(frame, value_range) for frame in range(n_frames)]
     if not decode:
         _check_pixel_length(ds, path)
     return [
@@ -389,12 +390,22 @@ class _Header:
             )
         return np.array(unit, dtype=np.float64)
 
-    def rescale(self, frame: int) -> tuple[float, float]:
-        """(RescaleSlope, RescaleIntercept) of a frame; (1, 0) when absent."""
+    def rescale(self, frame: int, value_range: tuple[int, int]) -> tuple[float, float]:
+        """(RescaleSlope, RescaleIntercept) of a frame; (1, 0) when absent. A rescale that would take a
+        stored value of `value_range` beyond float32 (or is not finite) is a header fault."""
         holder = self.holder(frame, "PixelValueTransformationSequence", "RescaleSlope") or self.ds
         slope = _value(holder, self.path, "RescaleSlope", float)
         intercept = _value(holder, self.path, "RescaleIntercept", float)
-        return (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
+        slope, intercept = (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
+        largest = max(map(abs, value_range)) * abs(slope) + abs(intercept)
+        if not largest < FLOAT32_MAX:  # also NaN and inf
+            raise FileError(
+                "header_fault",
+                f"RescaleSlope {tag_label('RescaleSlope')} {slope} and RescaleIntercept "
+                f"{tag_label('RescaleIntercept')} {intercept} take stored values beyond float32",
+                self.path,
+            )
+        return slope, intercept
 
 
 def _present(holder: Dataset, keyword: str) -> bool:
