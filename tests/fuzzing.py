@@ -114,6 +114,14 @@ def _encode(element: Element, value: bytes, vr: bytes | None = None) -> bytes:
     return tag + vr + struct.pack("<H", len(value) & 0xFFFF) + value
 
 
+def set_value(data: bytes, tag: int, value: bytes) -> bytes:
+    """The file with element `tag`'s value replaced by `value` (its length field rewritten), as written."""
+    element = _find(data, tag)
+    if element is None:
+        raise KeyError(f"no element {tag:08X} of defined length in the file")
+    return _replace(data, element, _encode(element, value + b" " * (len(value) % 2)))
+
+
 def _replace(data: bytes, element: Element, new: bytes) -> bytes:
     return data[: element.start] + new + data[element.end :]
 

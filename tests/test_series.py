@@ -186,10 +186,14 @@ def test_monochrome1_is_inverted_within_its_bit_range(tmp_path: Path) -> None:
         BitsStored=12,
         HighBit=11,
     )
-    pixels = read_series(tmp_path / "s").pixels[0]
-    np.testing.assert_array_equal(pixels, 4095 - _reference())
+    series = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(series.pixels[0], 4095 - _reference())
     brightest = np.unravel_index(np.argmax(_reference()), _reference().shape)
-    assert pixels[brightest] == pixels.min()
+    assert series.pixels[0][brightest] == series.pixels[0].min()
+    assert series.problems == ()  # how it was stored: a note
+    assert [(n.kind, n.message.split(": ", 1)[1]) for n in series.notes] == [
+        ("monochrome1", "1 of 1 slices are MONOCHROME1; inverted so that bright is high signal")
+    ]
 
 
 @pytest.mark.parametrize(

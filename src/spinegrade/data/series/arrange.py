@@ -209,8 +209,13 @@ def _representative(orientations: np.ndarray) -> np.ndarray:
 
 
 def kept_slice_problems(folder: Path, frames: list[Frame], instances: np.ndarray) -> list[Problem]:
-    """Quirks of the kept slices as a whole: mixed sizes, duplicate instances, missing geometry."""
+    """Quirks of the kept slices as a whole: mixed sizes, duplicate instances, missing geometry; and a
+    note for MONOCHROME1 slices (stored inverted; read so that bright is high signal)."""
     problems = []
+    inverted = sum(f.inverted for f in frames)
+    if inverted:
+        text = f"{inverted} of {len(frames)} slices are MONOCHROME1; inverted so that bright is high signal"
+        problems.append(series_problem(folder, "monochrome1", text, note=True))
     sizes = Counter(f.shape for f in frames)
     if len(sizes) > 1:
         listed = ", ".join(f"{r}x{c} ({n} slices)" for (r, c), n in sizes.most_common())
