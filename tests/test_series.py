@@ -685,6 +685,18 @@ def test_one_slice_without_position_is_set_aside_and_the_rest_stays_usable(tmp_p
     assert usable is not None and [p.kind for p in problems] == ["partial_geometry"]
 
 
+def test_one_slice_without_pixel_spacing_is_set_aside_and_the_rest_stays_usable(tmp_path: Path) -> None:
+    _axial_stack(tmp_path / "s", n=3)
+    path = _slice(tmp_path / "s", "nospacing.dcm", instance=4, position=[0.0, 0.0, -12.5])
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.save_as(path)
+    series, problems = read_usable_series(tmp_path / "s")
+    assert series is not None and series.instance_numbers.tolist() == [1, 2, 3]
+    assert [(p.kind, Path(p.file).name) for p in problems] == [("partial_geometry", "nospacing.dcm")]
+    assert "it lacks PixelSpacing (0028,0030) while the other slices have it" in problems[0].message
+
+
 def test_a_series_without_usable_geometry_is_dropped_with_a_problem(tmp_path: Path) -> None:
     for instance in (1, 2):
         _slice(tmp_path / "s", f"{instance}.dcm", instance=instance, position=None, orientation=None)

@@ -95,6 +95,13 @@ def arrange(folder: Path, frames: list[Frame], instances: np.ndarray) -> Arrange
         "partial_geometry",
         "it lacks ImagePositionPatient or ImageOrientationPatient while the other slices have them",
     )
+    spaced = {i for i in keep if np.isfinite(frames[i].spacing).all()}
+    if spaced:  # none spaced: kept, and kept_slice_problems reports it
+        set_aside(
+            [i for i in keep if i not in spaced],
+            "partial_geometry",
+            f"it lacks PixelSpacing {tag_label('PixelSpacing')} while the other slices have it",
+        )
 
     stacks = _split_stacks([frames[i] for i in keep])
     stacks = [[keep[j] for j in stack] for stack in stacks]
