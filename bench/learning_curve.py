@@ -22,9 +22,9 @@ from typing import Any
 from rich.console import Console
 
 from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
-from spinegrade.data.phantom import write_phantom
 from spinegrade.demo import DemoSettings
 from spinegrade.fileio import write_atomic
+from spinegrade.phantom import write_phantom
 
 ENTRIES = {  # JSON key -> report entry (its name with the headline's training points)
     "end_to_end": "end to end ({points})",

@@ -54,12 +54,12 @@ def build(root: Path, studies: int, size: int) -> tuple[Path | None, Path]:
     import torch
 
     from spinegrade.bundle.export import export_bundle
-    from spinegrade.data.phantom import write_phantom
     from spinegrade.localization.model import LocatorSettings, build_net
     from spinegrade.localization.targets import TASKS
     from spinegrade.localization.train import model_info
     from spinegrade.localization.train import save_model as save_locator
     from spinegrade.models.classifier import create_model
+    from spinegrade.phantom import write_phantom
     from spinegrade.training.checkpoint import save_model
 
     torch.manual_seed(SEED)

@@ -6,9 +6,10 @@ Times per round (all series of the study, seconds), median of RUNS interleaved r
 - read_series: spinegrade.read_series of every series folder, same plugins;
 - bare_native / read_series_native: the same with pydicom's own RLE decoder forced (the pylibjpeg plugin
   removed from pydicom's RLE decoder for the round), i.e. how the study read before pylibjpeg-rle was used;
-- baseline / baseline_native (with --baseline FILE): the read_series of another version of
-  data/series.py (e.g. `git show main:src/spinegrade/data/series.py > /tmp/old_series.py`) with the
-  installed plugins (before / after in one run: its ratio to bare) and with the native decoder ("today").
+- baseline / baseline_native (with --baseline FILE): the read_series of a version of the reader from
+  before it became the data/series/ package (one module, e.g.
+  `git show 0923a19:src/spinegrade/data/series.py > /tmp/old_series.py`) with the installed plugins
+  (before / after in one run: its ratio to bare) and with the native decoder ("today").
 Ratios, on wall and on process CPU time (which a busy machine distorts less): read_series / bare (the
 reader's overhead; target <= 1.1), read_series_native / read_series and baseline_native / read_series
 (the speed-up; target >= 3). Also checks that both decoders give identical pixels. Prints one JSON object
@@ -59,7 +60,7 @@ def native_rle() -> Iterator[None]:
 
 
 def load_reader(file: Path) -> Callable[[Path], object]:
-    """read_series of another version of spinegrade/data/series.py, loaded from `file`."""
+    """read_series of a one-module version of the reader (spinegrade/data/series.py), loaded from `file`."""
     spec = importlib.util.spec_from_file_location("baseline_series", file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -148,6 +149,8 @@ def main(study: Path, baseline: Path | None = None) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", type=Path, default=DEFAULT_STUDY)
-    parser.add_argument("--baseline", type=Path, help="another version of data/series.py to time as today")
+    parser.add_argument(
+        "--baseline", type=Path, help="a one-module version of the reader (data/series.py) to time as today"
+    )
     args = parser.parse_args()
     print(json.dumps(main(args.study, args.baseline), indent=2))

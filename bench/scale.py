@@ -466,7 +466,7 @@ def main() -> None:
         if REAL_STUDY.is_dir() and not args.skip_real:
             sources["real study"] = real_copies(tmp, 2)
         if not args.skip_phantom:
-            from spinegrade.data.phantom import write_phantom
+            from spinegrade.phantom import write_phantom
 
             clock = time.perf_counter()
             write_phantom(tmp / "phantom", args.phantom_studies, SEED, workers=1, progress=False)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from spinegrade.data.phantom import write_phantom
 from spinegrade.data.series import Series, read_series
 from spinegrade.data.tables import load_rsna
 from spinegrade.demo import DemoSettings
@@ -26,6 +25,7 @@ from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.localization.metrics import error_report, point_errors
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.train import train_locator
+from spinegrade.phantom import write_phantom
 from spinegrade.runtime import torch_threads
 
 REAL_STUDY = Path(__file__).resolve().parents[1].parent / "shared/data/rsna2024-real-study"

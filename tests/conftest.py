@@ -15,7 +15,7 @@ REAL_CSV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 @pytest.fixture(scope="session")
 def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-train + 1-test study phantom at 64 px: read it, never write into it (copy first)."""
-    from spinegrade.data.phantom import write_phantom
+    from spinegrade.phantom import write_phantom
 
     out = tmp_path_factory.mktemp("phantom") / "data"
     write_phantom(out, studies=3, seed=11, size=64, test_studies=1, workers=1, progress=False)

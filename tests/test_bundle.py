@@ -15,9 +15,9 @@ from untrained import write_models
 
 from spinegrade.bundle.manifest import MANIFEST, BundleWarning, open_bundle
 from spinegrade.cli import app
-from spinegrade.data.phantom import write_phantom
 from spinegrade.errors import DataError
 from spinegrade.onnxrt import TOLERANCE
+from spinegrade.phantom import write_phantom
 from spinegrade.runtime import torch_threads
 
 REAL_STUDY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsna2024-real-study"

@@ -104,7 +104,7 @@ def test_cli_exit_2_on_fatal_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spinegrade.data.phantom import write_phantom
+    from spinegrade.phantom import write_phantom
 
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(
@@ -126,9 +126,15 @@ def _files_on_disk(phantom: Path, split: str) -> dict[str, list[int]]:
 def test_phantom_images(phantom: Path) -> None:
     report = inspect_dataset(phantom, progress=False)
     # The phantom imitates the real CSV quirks (blank labels...) but its images match its CSVs.
-    # Its angled axial blocks are reported as stacks, as a real protocol's would be.
-    csv_quirks = {"blank_label", "label_without_coordinate", "coordinate_without_label", "several_stacks"}
+    csv_quirks = {"blank_label", "label_without_coordinate", "coordinate_without_label"}
     assert set(report["problem_counts"]) <= csv_quirks, report["problems"]
+    # Its angled axial blocks are a protocol, as a real one's would be: notes, apart from the problems.
+    blocks = sum(q["series_with_several_stacks"] for q in report["series_quirks"].values())
+    assert report["note_counts"]["several_stacks"] == blocks >= 1
+    assert all(n["note"] for n in report["notes"]) and not any(p["note"] for p in report["problems"])
+    assert all(
+        n["message"].startswith(f"study {n['study_id']} series {n['series_id']}: ") for n in report["notes"]
+    )
     assert report["studies"] == {"train": 2, "test": 1}
     for split, studies in report["studies"].items():
         on_disk = _files_on_disk(phantom, split)

@@ -297,8 +297,8 @@ TINY = LocatorSettings(
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 5-study phantom and locators trained on it briefly (enough to fit the training studies roughly)."""
-    from spinegrade.data.phantom import write_phantom
     from spinegrade.localization.train import train_locator
+    from spinegrade.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("locator")
     write_phantom(root / "phantom", 5, seed=3, size=64, test_studies=1, workers=1, progress=False)

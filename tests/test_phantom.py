@@ -15,20 +15,20 @@ from pydicom.uid import MRImageStorage, RLELossless
 from typer.testing import CliRunner
 
 from spinegrade import read_series
-from spinegrade.data.phantom import phantom_command, phantom_studies, write_phantom
-from spinegrade.data.phantom.anatomy import Anatomy, Tissue, sample_anatomy
-from spinegrade.data.phantom.floor import floor_score, label_frame, oracle_submission, prior_score
-from spinegrade.data.phantom.geometry import plan_axial, plan_sagittal
-from spinegrade.data.phantom.labels import (
+from spinegrade.errors import DataError
+from spinegrade.evaluation.score import challenge_score, score_submission
+from spinegrade.phantom import phantom_command, phantom_studies, write_phantom
+from spinegrade.phantom.anatomy import Anatomy, Tissue, sample_anatomy
+from spinegrade.phantom.floor import floor_score, label_frame, oracle_submission, prior_score
+from spinegrade.phantom.geometry import plan_axial, plan_sagittal
+from spinegrade.phantom.labels import (
     BLANK_RATES,
     FREQUENCIES,
     grade_latent,
     narrowing_of,
     sample_labels,
 )
-from spinegrade.data.phantom.render import render_series
-from spinegrade.errors import DataError
-from spinegrade.evaluation.score import challenge_score, score_submission
+from spinegrade.phantom.render import render_series
 from spinegrade.vocab import (
     CONDITIONS,
     LABEL_COLUMNS,
@@ -538,7 +538,7 @@ def test_angled_blocks_round_trip_through_the_reader(blocks_phantom: Path) -> No
 
 
 def test_preview_draws_crops_of_each_group(phantom: Path, tmp_path: Path) -> None:
-    from spinegrade.data.phantom.preview import labelled_crops, write_preview
+    from spinegrade.phantom.preview import labelled_crops, write_preview
 
     cells = labelled_crops(phantom, per_cell=2, size=32)
     assert {group for group, _ in cells} == {"spinal", "foraminal", "subarticular"}

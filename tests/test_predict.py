@@ -17,7 +17,6 @@ import torch
 from typer.testing import CliRunner
 
 from spinegrade.crops.extract import DEFAULT_CROP_MM, label_to_pixel
-from spinegrade.data.phantom import write_phantom
 from spinegrade.data.tables import labels_long, read_label_coordinates, read_train_labels
 from spinegrade.errors import DataError
 from spinegrade.evaluation.calibration import Calibration
@@ -31,6 +30,7 @@ from spinegrade.localization.targets import TASKS
 from spinegrade.localization.train import model_info
 from spinegrade.localization.train import save_model as save_locator
 from spinegrade.models.classifier import create_model
+from spinegrade.phantom import write_phantom
 from spinegrade.prediction.grade import Ensemble, find_runs
 from spinegrade.prediction.grading import grade_study
 from spinegrade.prediction.predict import predict
@@ -481,3 +481,33 @@ def test_cli_writes_submission_details_and_figures(data: Path, setup: dict[str, 
     assert len(pngs) == 9 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     again = CliRunner().invoke(app, [*args, "--resume"])
     assert again.exit_code == 0 and "3 resumed" in again.output
+
+
+def test_the_summary_names_study_series_and_file_in_any_console(data: Path, setup: dict[str, Path]) -> None:
+    """As a log or a pipe sees it (80 columns, not a terminal): ids and file names whole, notes apart."""
+    import typer
+
+    from spinegrade.prediction.commands import predict_command
+
+    app = typer.Typer()
+    app.command()(predict_command)
+    first, second = sorted(descriptions(data)["study_id"].unique())[:2]
+    study_a, emptied = series_of(data, "Sagittal T1", first)
+    for file in emptied.iterdir():
+        file.unlink()
+    study_b, folder = series_of(data, "Sagittal T2/STIR", second)
+    damaged = sorted(folder.iterdir())[0]
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    args = [str(data.resolve()), "--runs", str(setup["run0"]), "--locator", str(setup["locator"])]
+    args += ["--out", str(data.parent / "out" / "sub.csv")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        result = CliRunner().invoke(app, args, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.replace("│", " ").split())  # as read, whatever the line breaks
+    assert f"study {study_a} series {emptied.name}: no DICOM image files in this series folder" in words
+    assert f"study {study_b} series {folder.name}: {damaged.name}: missing required DICOM tag" in words
+    assert "…" not in result.output  # nothing cut with an ellipsis
+    # Angled axial blocks are how the phantom was acquired: one note line per kind, not a problem.
+    assert words.count("note (several_stacks,") == 1
+    assert "several_stacks" not in words.split("note (several_stacks,")[0]

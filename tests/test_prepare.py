@@ -20,10 +20,10 @@ from spinegrade.crops.commands import prepare_command
 from spinegrade.crops.extract import crops_for_points
 from spinegrade.crops.folds import study_folds
 from spinegrade.crops.prepare import prepare
-from spinegrade.data.phantom import write_phantom
 from spinegrade.data.series import read_series
 from spinegrade.data.tables import join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
+from spinegrade.phantom import write_phantom
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"k": 3, "size": 16, "n_folds": 3, "seed": 0}

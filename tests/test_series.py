@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,15 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 import spinegrade
-from spinegrade.data import series as series_module
-from spinegrade.data.series import Series, SeriesWarning, map_point, read_series, scan_series
+from spinegrade.data.series import (
+    Series,
+    SeriesWarning,
+    map_point,
+    read_series,
+    read_usable_series,
+    scan_series,
+)
+from spinegrade.data.series import header as series_header
 from spinegrade.errors import DataError
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -77,7 +85,7 @@ def _copy(name: str, folder: Path) -> Path:
 # --- decoding ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:The pixel data is .* excess padding:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*excess padding")
 @pytest.mark.parametrize(
     "name",
     [
@@ -152,7 +160,7 @@ def test_missing_plugin_says_what_to_install(tmp_path: Path, monkeypatch: pytest
         is_available=False,
         missing_dependencies=["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"],
     )
-    monkeypatch.setattr(series_module, "get_decoder", lambda uid: missing)
+    monkeypatch.setattr(series_header, "get_decoder", lambda uid: missing)
     with pytest.raises(
         DataError, match=r"MR_small_jpeg_ls_lossless\.dcm.*JPEG-LS.*install.*pylibjpeg-libjpeg"
     ):
@@ -178,10 +186,14 @@ def test_monochrome1_is_inverted_within_its_bit_range(tmp_path: Path) -> None:
         BitsStored=12,
         HighBit=11,
     )
-    pixels = read_series(tmp_path / "s").pixels[0]
-    np.testing.assert_array_equal(pixels, 4095 - _reference())
+    series = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(series.pixels[0], 4095 - _reference())
     brightest = np.unravel_index(np.argmax(_reference()), _reference().shape)
-    assert pixels[brightest] == pixels.min()
+    assert series.pixels[0][brightest] == series.pixels[0].min()
+    assert series.problems == ()  # how it was stored: a note
+    assert [(n.kind, n.message.split(": ", 1)[1]) for n in series.notes] == [
+        ("monochrome1", "1 of 1 slices are MONOCHROME1; inverted so that bright is high signal")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -507,12 +519,11 @@ def test_scan_reads_headers_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert info.sizes == {(64, 64): 5, (32, 32): 1}
     assert info.description == "Sagittal T2/STIR"
     assert info.transfer_syntaxes == {"Explicit VR Little Endian": 5, "RLE Lossless": 1}
-    assert sorted(p.kind for p in info.problems) == [
-        "duplicate_instance",
-        "not_dicom",
-        "several_stacks",  # the RLE file's origin lies 120 mm off the others' line: a stack of its own
-        "size_mismatch",
-    ]
+    assert sorted(p.kind for p in info.problems) == ["duplicate_instance", "not_dicom", "size_mismatch"]
+    # The RLE file's origin lies 120 mm off the others' line: a stack of its own. How a series was
+    # acquired is a note, not a problem.
+    assert [p.kind for p in info.notes] == ["several_stacks", "instance_order"]
+    assert all(p.note for p in info.notes) and not any(p.note for p in info.problems)
     assert info.n_stacks == 2
     assert info.instance_numbers == [1, 2, 4, 3, 2, 1]  # RLE stack (z 6.64) first, then z = 9, 4, 3, 2, 1
 
@@ -584,12 +595,18 @@ def _angled_blocks(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_angled_blocks_become_stacks_with_their_own_geometry(tmp_path: Path) -> None:
     origins, normals = _angled_blocks(tmp_path / "s")
-    with pytest.warns(SeriesWarning, match="2 stacks"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeriesWarning)  # angled blocks are a protocol, not a problem
         series = read_series(tmp_path / "s")
     # Head to feet: the upper block first, each block head to feet; never interleaved.
     assert series.instance_numbers.tolist() == [5, 3, 1, 6, 4, 2]
     assert series.stacks.tolist() == [0, 0, 0, 1, 1, 1] and series.n_stacks == 2
-    assert [p.kind for p in series.problems] == ["several_stacks"]
+    assert series.problems == ()
+    assert [(p.kind, p.note) for p in series.notes] == [("several_stacks", True), ("instance_order", True)]
+    assert "2 stacks (angled blocks) of 3, 3 slices" in series.notes[0].message
+    assert series.notes[1].message.endswith(
+        "InstanceNumber decreases along the slice order (head -> feet); slices are ordered by position"
+    )
     for index, instance in enumerate(series.instance_numbers):
         np.testing.assert_array_equal(series.pixels[index], _reference() + 1000 * instance)
     # 2.5D neighbours come from a slice's own stack only, its ends repeated.
@@ -644,7 +661,7 @@ def test_malformed_header_values_are_data_errors_naming_file_and_tag(
     _axial_stack(tmp_path / "s", n=3)
     bad = _slice(tmp_path / "s", "bad.dcm", instance=4321, position=[0, 0, -12.5], **tags)
     _patch(bad, old, new)
-    tag = series_module._tag(keyword)
+    tag = series_header.tag_label(keyword)
     with pytest.raises(DataError, match=rf"bad\.dcm: malformed {keyword} \({tag[1:-1]}\) value"):
         read_series(tmp_path / "s")
     with pytest.warns(SeriesWarning, match=r"bad\.dcm: malformed .* - skipped"):
@@ -664,19 +681,31 @@ def test_one_slice_without_position_is_set_aside_and_the_rest_stays_usable(tmp_p
     assert series.instance_numbers.tolist() == [1, 2, 3, 4] and np.isfinite(series.positions).all()
     assert series.instance_numbers[series.nearest_slice(np.array([0.0, 0.0, -7.0]))] == 3
     assert [p.kind for p in series.problems] == ["partial_geometry"]
-    usable, problems = series_module.read_usable_series(tmp_path / "s")
+    usable, problems = read_usable_series(tmp_path / "s")
     assert usable is not None and [p.kind for p in problems] == ["partial_geometry"]
+
+
+def test_one_slice_without_pixel_spacing_is_set_aside_and_the_rest_stays_usable(tmp_path: Path) -> None:
+    _axial_stack(tmp_path / "s", n=3)
+    path = _slice(tmp_path / "s", "nospacing.dcm", instance=4, position=[0.0, 0.0, -12.5])
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.save_as(path)
+    series, problems = read_usable_series(tmp_path / "s")
+    assert series is not None and series.instance_numbers.tolist() == [1, 2, 3]
+    assert [(p.kind, Path(p.file).name) for p in problems] == [("partial_geometry", "nospacing.dcm")]
+    assert "it lacks PixelSpacing (0028,0030) while the other slices have it" in problems[0].message
 
 
 def test_a_series_without_usable_geometry_is_dropped_with_a_problem(tmp_path: Path) -> None:
     for instance in (1, 2):
         _slice(tmp_path / "s", f"{instance}.dcm", instance=instance, position=None, orientation=None)
-    series, problems = series_module.read_usable_series(tmp_path / "s")
+    series, problems = read_usable_series(tmp_path / "s")
     assert series is None and problems[-1].kind == "unusable_geometry"
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "x.dcm").write_bytes(b"junk" * 50)
-    series, problems = series_module.read_usable_series(tmp_path / "t")
-    assert series is None and [p.kind for p in problems] == ["skipped_file", "unreadable_series"]
+    series, problems = read_usable_series(tmp_path / "t")
+    assert series is None and [p.kind for p in problems] == ["not_dicom", "unreadable_series"]
     assert "x.dcm" in problems[0].message
 
 
@@ -857,3 +886,23 @@ def test_inspect_counts_stacks_set_aside_slices_duplicates_and_header_faults(tin
         "header_fault": "fault.dcm",
     }
     assert report["problem_counts"]["header_fault"] == 1
+
+
+def test_problems_name_study_and_series_whatever_path_the_folder_was_given_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "test_images" / "1000002" / "3486248476"
+    _axial_stack(folder, n=3)
+    (folder / "junk.dcm").write_bytes(b"junk")
+    monkeypatch.chdir(tmp_path)
+    relative = Path("test_images/1000002/3486248476")
+    _, by_relative = read_usable_series(relative)
+    _, by_absolute = read_usable_series(folder.resolve())
+    assert [p.message for p in by_relative] == [p.message for p in by_absolute]  # shown once, not twice
+    [problem] = by_absolute
+    assert problem.message.startswith("study 1000002 series 3486248476: junk.dcm: not a DICOM file")
+    assert (problem.study_id, problem.series_id, problem.file) == (
+        1000002,
+        3486248476,
+        str(folder / "junk.dcm"),
+    )

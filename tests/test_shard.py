@@ -14,8 +14,8 @@ from untrained import write_models
 from spinegrade.cli import app
 from spinegrade.crops.cache import CropCache
 from spinegrade.crops.prepare import prepare
-from spinegrade.data.phantom import write_phantom
 from spinegrade.errors import DataError
+from spinegrade.phantom import write_phantom
 from spinegrade.prediction.merge import merge_submissions
 from spinegrade.runtime import torch_threads
 from spinegrade.sharding import Shard, parse_shard, shard_items

@@ -8,6 +8,7 @@ checked. The browser tests skip, saying why, only where Chromium or its driver c
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -418,3 +419,20 @@ def test_in_chromium_the_index_sorts_by_a_column(browser: object, tmp_path: Path
     assert studies()[:3] == ["2", "3", "1"]
     header.click()
     assert studies()[1:] == ["1", "3", "2"]  # ascending: the page-less study (n/a) first
+
+
+def test_notes_are_shown_apart_from_the_problems_each_once(graded: dict[str, Path]) -> None:
+    page, result = page_of(graded)
+    notes = [p for p in result.problems if p.note]
+    assert notes, "the phantom's angled axial blocks are noted"
+    body = page.read_text().split("</head>", 1)[1]
+    box = re.search(r'<div class="notes">(.*?)</div>', body, re.S).group(1)
+    problems = re.search(r'<div class="problems[^"]*">(.*?)</div>', body, re.S).group(1)
+    for note in notes:
+        assert body.count(html.escape(note.message)) == 1 and html.escape(note.message) in box
+        assert note.kind not in problems
+    index = graded["index"].read_text()
+    row = re.search(rf'<tr><td data-value="{result.study_id}">.*?</tr>', index, re.S).group(0)
+    noted = re.search(r'<td data-value="(\d+)" class="why dim">', row)
+    assert noted and int(noted.group(1)) == len({n.message for n in notes})
+    assert "<th>Problems</th><th>Notes</th>" in index

@@ -17,7 +17,7 @@ import pytest
 from untrained import write_models
 
 from spinegrade.bundle.export import export_bundle
-from spinegrade.data.phantom import write_phantom
+from spinegrade.phantom import write_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180

@@ -1,6 +1,6 @@
 """spinegrade: grade degenerative lumbar spine conditions on MRI (RSNA 2024 challenge).
 
-Pipeline: data (CSV tables, DICOM series, phantom) -> crops -> models -> training -> evaluation
+Pipeline: data (CSV tables, DICOM series) -> crops -> models -> training -> evaluation
 -> localization -> prediction.
 """
 

@@ -11,11 +11,11 @@ from spinegrade.bundle.commands import export_command
 from spinegrade.crops.commands import prepare_command
 from spinegrade.crossval.commands import cv_command
 from spinegrade.data.inspect import inspect_command
-from spinegrade.data.phantom import phantom_command
 from spinegrade.demo import demo_command
 from spinegrade.errors import SpinegradeError
 from spinegrade.evaluation.commands import calibrate_command, evaluate_command
 from spinegrade.localization.commands import train_locator_command
+from spinegrade.phantom import phantom_command
 from spinegrade.prediction.commands import merge_command, predict_command
 from spinegrade.training.commands import train_command
 from spinegrade.viewer.commands import view_command

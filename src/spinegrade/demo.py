@@ -99,9 +99,9 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
     from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
     from spinegrade.data.inspect import inspect_dataset, print_report
-    from spinegrade.data.phantom import write_phantom
     from spinegrade.evaluation.calibration import CALIBRATION_FILE
     from spinegrade.evaluation.evaluate import evaluate_submission
+    from spinegrade.phantom import write_phantom
     from spinegrade.prediction.predict import predict
     from spinegrade.viewer import write_views
 

@@ -1,1 +1,1 @@
-"""Reading the RSNA 2024 dataset: CSV tables, DICOM series, the synthetic phantom and `inspect`."""
+"""Reading the RSNA 2024 dataset: CSV tables, DICOM series and `inspect`."""

@@ -39,8 +39,9 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
     series_quirks (per split: series with several stacks, slices set aside, duplicate positions, header
     faults; each also listed in problems),
     labels (labelled/blank counts, per severity), class_counts (condition -> level -> severity -> n),
-    coordinates, sample_submission (rows, studies), problem_counts and problems (Problem dicts).
-    Fatal inconsistencies raise DataError.
+    coordinates, sample_submission (rows, studies), problem_counts and problems (Problem dicts: something
+    was set aside or worked around), note_counts and notes (how series were acquired: angled blocks,
+    InstanceNumber against the slice order). Fatal inconsistencies raise DataError.
     """
     from spinegrade.data.tables import SAMPLE_SUBMISSION, load_rsna
 
@@ -56,6 +57,7 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
     for key in ("images", "studies", "series_per_type", "slices_per_series", "image_sizes", "series_quirks"):
         report[key] = {}
     problems: list[Problem] = []
+    notes: list[Problem] = []
     test_studies: set[int] | None = None
     for split in splits:
         data = load_rsna(data_dir, split)
@@ -81,11 +83,14 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
         report["image_sizes"][split] = _image_sizes(scanned)
         report["series_quirks"][split] = _series_quirks(scanned)
         problems += _header_problems(data, scanned)
+        notes += [n for _, info in scanned for n in info.notes]
     if (data_dir / SAMPLE_SUBMISSION).is_file():
         report["sample_submission"], found = _submission_summary(data_dir / SAMPLE_SUBMISSION, test_studies)
         problems += found
     report["problem_counts"] = _counts(p.kind for p in problems)
     report["problems"] = [p.to_dict() for p in problems]
+    report["note_counts"] = _counts(n.kind for n in notes)
+    report["notes"] = [n.to_dict() for n in notes]
     return report
 
 
@@ -257,8 +262,8 @@ def print_report(report: dict[str, Any]) -> None:
 
     def table(title: str, text: tuple[str, ...], numbers: tuple[str, ...]) -> Table:
         t = Table(title=Text(title))
-        for column in text:
-            t.add_column(column)
+        for column in text:  # long words (paths, ids) fold: never cut at 80 columns (a log, a pipe)
+            t.add_column(column, overflow="fold")
         for column in numbers:
             t.add_column(column, justify="right")
         return t
@@ -296,13 +301,18 @@ def print_report(report: dict[str, Any]) -> None:
             for level, counts in per_level.items():
                 row(classes, condition, level, *counts.values())
         console.print(classes)
-    if not report["problems"]:
-        console.print("no problems found")
-        return
-    problems = table("problems (not fatal; all of them with --json)", ("kind", "first example"), ("count",))
-    for kind, count in report["problem_counts"].items():
-        row(problems, kind, next(p["message"] for p in report["problems"] if p["kind"] == kind), count)
-    console.print(problems)
+    for key, title in (
+        ("note", "notes (how series were acquired, nothing to fix; all of them with --json)"),
+        ("problem", "problems (not fatal; all of them with --json)"),
+    ):
+        found = report[f"{key}s"]
+        if not found:
+            console.print(f"no {key}s found")
+            continue
+        listed = table(title, ("kind", "first example"), ("count",))
+        for kind, count in report[f"{key}_counts"].items():
+            row(listed, kind, next(p["message"] for p in found if p["kind"] == kind), count)
+        console.print(listed)
 
 
 def inspect_command(

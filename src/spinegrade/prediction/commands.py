@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from spinegrade.configfile import config_option
+
+if TYPE_CHECKING:
+    from spinegrade.errors import Problem
 
 
 def predict_command(
@@ -94,6 +98,7 @@ def predict_command(
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from spinegrade.bundle.manifest import open_bundle, unpacked
     from spinegrade.errors import DataError
@@ -138,27 +143,41 @@ def predict_command(
     per_study = sum(summary.seconds_per_study.values())
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds_per_study.items())
     console.print(
-        f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; "
-        f"details in {summary.details}\nseconds per study {per_study:.2f} ({stages})\n"
-        f"priors from {summary.prior_source}; stacking {summary.stacking}; "
-        f"calibration {summary.calibration}",
-        highlight=False,
+        Text(
+            f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; "
+            f"details in {summary.details}\nseconds per study {per_study:.2f} ({stages})\n"
+            f"priors from {summary.prior_source}; stacking {summary.stacking}; "
+            f"calibration {summary.calibration}"
+        )
     )
-    fallback = summary.studies_with_priors()
-    if fallback:
-        table = Table(title="studies graded partly or wholly with priors", title_justify="left")
-        table.add_column("study", justify="right")
-        table.add_column("why")
-        for study_id, reasons in fallback.items():
-            table.add_row(str(study_id), "\n".join(reasons))
-        console.print(table)
-    others = [p for p in summary.problems if p.study_id not in fallback]
-    for problem in others:
-        console.print(f"[yellow]note[/yellow] study {problem.study_id}: {problem.message}", highlight=False)
+    # Ids in their own column; long words (paths) fold instead of being cut at 80 columns (a log, a pipe).
+    for title, rows in (
+        ("studies graded partly or wholly with priors", summary.studies_with_priors().items()),
+        ("problems of studies graded from their images", _by_study(summary.other_problems()).items()),
+    ):
+        if rows:
+            table = Table(title=title, title_justify="left")
+            table.add_column("study", justify="right", no_wrap=True)
+            table.add_column("why", overflow="fold")
+            for study_id, reasons in rows:
+                table.add_row(Text(str(study_id)), Text("\n".join(reasons)))
+            console.print(table)
+    for kind, notes in summary.notes().items():  # how series were acquired: each kind once
+        console.print(
+            Text(f"note ({kind}, {len(notes)} series, nothing to fix): e.g. {notes[0].message}", style="dim")
+        )
     if report:
         from spinegrade.viewer.build import write_views
 
         console.print(f"study pages: open {write_views(summary.details)}", highlight=False)
+
+
+def _by_study(problems: list[Problem]) -> dict[int | None, list[str]]:
+    """Problem messages grouped by study, each once."""
+    out: dict[int | None, dict[str, None]] = {}
+    for p in problems:
+        out.setdefault(p.study_id, {})[p.message] = None
+    return {study_id: list(messages) for study_id, messages in out.items()}
 
 
 def merge_command(

@@ -91,11 +91,24 @@ class PredictionSummary:
     def studies_with_priors(self) -> dict[int, list[str]]:
         """study_id -> what went wrong in each study where some or all targets got prior probabilities."""
         fallback = {p.study_id for p in self.problems if p.kind in FALLBACK_KINDS}
-        out: dict[int, list[str]] = {}
+        out: dict[int, dict[str, None]] = {}
         for p in self.problems:
-            if p.study_id in fallback:
-                out.setdefault(p.study_id, []).append(p.message)
-        return out
+            if p.study_id in fallback and not p.note:
+                out.setdefault(p.study_id, {})[p.message] = None  # each message once, in order
+        return {study_id: list(messages) for study_id, messages in out.items()}
+
+    def other_problems(self) -> list[Problem]:
+        """The problems of the studies graded wholly from their images (set-aside slices, fallbacks...)."""
+        fallback = self.studies_with_priors()
+        return [p for p in self.problems if not p.note and p.study_id not in fallback]
+
+    def notes(self) -> dict[str, list[Problem]]:
+        """Notes (how series were acquired) by kind, one per series."""
+        out: dict[str, dict[tuple, Problem]] = {}
+        for p in self.problems:
+            if p.note:
+                out.setdefault(p.kind, {}).setdefault((p.study_id, p.series_id), p)
+        return {kind: list(found.values()) for kind, found in out.items()}
 
 
 # Problems after which some targets of the study were graded with priors.

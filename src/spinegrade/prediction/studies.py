@@ -37,7 +37,8 @@ class StudyPlan:
 
 @dataclass
 class StudyImages:
-    """The series of one study read into memory, by series type, with what went wrong while reading."""
+    """The series of one study read into memory, by series type, with what went wrong while reading and
+    how the series were acquired (notes: Problem.note)."""
 
     study_id: int
     series_by_type: dict[str, list[Series]] = field(default_factory=dict)
@@ -92,7 +93,8 @@ def _plans_from_descriptions(descriptions: pd.DataFrame, image_dir: Path) -> lis
                 problems.append(
                     Problem(
                         "unknown_series_description",
-                        f"series {row.series_id} is described as {row.series_description!r}, not one of "
+                        f"study {study_id} series {row.series_id} is described as "
+                        f"{row.series_description!r}, not one of "
                         f"{', '.join(SERIES_TYPES)}; it is ignored",
                         file=file,
                         study_id=int(study_id),
@@ -120,6 +122,7 @@ def read_study(plan: StudyPlan) -> StudyImages:
         study.problems.extend(_problem(plan, folder, "series_warning", str(w.message)) for w in caught)
         if series is None:  # unreadable, or no usable geometry: only the targets it serves get priors
             continue
+        study.problems.extend(replace(n, study_id=plan.study_id) for n in series.notes)
         kind = kind or series_type(series.description) or _type_from_geometry(series)
         if kind is None:
             study.problems.append(
@@ -127,8 +130,8 @@ def read_study(plan: StudyPlan) -> StudyImages:
                     plan,
                     folder,
                     "unknown_series_type",
-                    f"series {folder.name}: SeriesDescription {series.description!r} is not one of "
-                    f"{', '.join(SERIES_TYPES)} and the series is not axial; it is ignored",
+                    f"SeriesDescription {series.description!r} is not one of {', '.join(SERIES_TYPES)} "
+                    "and the series is not axial; it is ignored",
                 )
             )
             continue
@@ -143,9 +146,11 @@ def _type_from_geometry(series: Series) -> str | None:
 
 
 def _problem(plan: StudyPlan, folder: Path, kind: str, message: str) -> Problem:
+    """A Problem of one series of the study; its message starts with the study and series ids."""
+    where = f"study {plan.study_id} series {folder.name}: "
     return Problem(
         kind,
-        message,
+        message if message.startswith(where) else where + message,
         file=str(folder),
         study_id=plan.study_id,
         series_id=int(folder.name) if folder.name.isdigit() else None,

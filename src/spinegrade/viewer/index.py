@@ -1,4 +1,5 @@
-"""index.html: every study with its highest severe probability, its loss where labelled, its problems."""
+"""index.html: every study with its highest severe probability, its loss where labelled, its problems and
+its notes (how its series were acquired)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,9 @@ def index_page(
     order = sorted(pages, key=rank, reverse=True)
     head = ["Study", "Highest severe probability", "Target", "Targets with priors"]
     head += ["Weighted log loss"] if labelled else []
-    head += ["Problems"]
+    head += ["Problems", "Notes"]
     rows = []
     for p in order:
-        problems = "".join(f"<div>{escape(m)}</div>" for m in p.problems[:_SHOWN_PROBLEMS])
-        if len(p.problems) > _SHOWN_PROBLEMS:
-            problems += f'<div class="dim">and {len(p.problems) - _SHOWN_PROBLEMS} more</div>'
         cells = [
             f'<td data-value="{p.study_id}"><a href="{escape(p.page)}">{p.study_id}</a></td>',
             f'<td class="num">{p.max_severe:.3f}</td>',
@@ -42,12 +40,13 @@ def index_page(
             cells.append(
                 f'<td class="num">{p.loss:.3f}</td>' if p.loss is not None else '<td data-value="-1">n/a</td>'
             )
-        cells.append(f'<td data-value="{len(p.problems)}" class="why">{problems}</td>')
+        cells.append(f'<td data-value="{len(p.problems)}" class="why">{_listed(p.problems)}</td>')
+        cells.append(f'<td data-value="{len(p.notes)}" class="why dim">{_listed(p.notes)}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     for study_id, reason in failed.items():
         cells = [f'<td data-value="{study_id}">{study_id}</td>', '<td data-value="-1">n/a</td>', "<td></td>"]
         cells += ['<td data-value="-1"></td>'] * (2 if labelled else 1)
-        cells.append(f'<td class="why" data-value="999">page not written: {escape(reason)}</td>')
+        cells.append(f'<td class="why" data-value="999">page not written: {escape(reason)}</td><td></td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     body = (
@@ -57,3 +56,11 @@ def index_page(
         f'<table class="sortable"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
     return document(title, body, scripts=("index.js",))
+
+
+def _listed(messages: Sequence[str]) -> str:
+    """The first few messages of a cell, then how many more."""
+    shown = "".join(f"<div>{escape(m)}</div>" for m in messages[:_SHOWN_PROBLEMS])
+    if len(messages) > _SHOWN_PROBLEMS:
+        shown += f'<div class="dim">and {len(messages) - _SHOWN_PROBLEMS} more</div>'
+    return shown

@@ -57,10 +57,11 @@ class PageSummary:
     n_prior: int
     loss: float | None
     problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # how the series were acquired (absent from pages written before notes)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> PageSummary:
-        return cls(**{**data, "problems": tuple(data["problems"])})
+        return cls(**{**data, "problems": tuple(data["problems"]), "notes": tuple(data.get("notes", ()))})
 
 
 def key(condition: str, level: str) -> str:
@@ -88,8 +89,11 @@ def study_page(
         losses, study_loss = truth.losses(result.study_id, result.grades)
     crops, crop_note = _crops(result, located, series_by_id)
 
-    problems = [(p.kind, p.message) for p in result.problems]
-    problems += [(p.kind, p.message) for p in images.problems if (p.kind, p.message) not in problems]
+    # What predict found and what reading again found: the same messages (they name study and series,
+    # not the path read), each once; notes (how the series were acquired) apart from problems.
+    found = {(p.kind, p.message, p.note): None for p in [*result.problems, *images.problems]}
+    problems = [(kind, message) for kind, message, note in found if not note]
+    notes = [(kind, message) for kind, message, note in found if note]
     missing = [sid for ids in result.series.values() for sid in ids if str(sid) not in series_by_id]
     problems += [("not_shown", f"series {sid} was graded but could not be read again") for sid in missing]
 
@@ -105,11 +109,13 @@ def study_page(
         int((grades["source"] == "prior").sum()),
         study_loss,
         tuple(message for _, message in problems),
+        tuple(message for _, message in notes),
     )
     body = "".join(
         [
             _header(result, summary, truth is not None),
             _problems(problems),
+            _notes(notes),
             '<h2>Series</h2><p class="legend dim">'
             + "".join(
                 f'<span><i class="sw b{i}"></i>located, predicted {escape(label)}</span>'
@@ -294,10 +300,20 @@ def _header(result: StudyResult, summary: PageSummary, labelled: bool) -> str:
 def _problems(problems: list[tuple[str, str]]) -> str:
     if not problems:
         return '<div class="problems none">No problems: every series was read and every target located.</div>'
-    items = "".join(
-        f'<li><span class="kind">{escape(kind)}</span>{escape(message)}</li>' for kind, message in problems
-    )
-    return f'<div class="problems"><b>{len(problems)} problem(s)</b><ul>{items}</ul></div>'
+    return f'<div class="problems"><b>{len(problems)} problem(s)</b>{_items(problems)}</div>'
+
+
+def _notes(notes: list[tuple[str, str]]) -> str:
+    """How the series were acquired (angled blocks...): nothing to fix, shown apart from the problems."""
+    if not notes:
+        return ""
+    title = f"<b>{len(notes)} note(s)</b>: how the series were acquired"
+    return f'<div class="notes">{title}{_items(notes)}</div>'
+
+
+def _items(pairs: list[tuple[str, str]]) -> str:
+    items = (f'<li><span class="kind">{escape(kind)}</span>{escape(text)}</li>' for kind, text in pairs)
+    return f"<ul>{''.join(items)}</ul>"
 
 
 def _bars(probs: np.ndarray) -> str:

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from spinegrade.data.phantom.study import PhantomStudy
 from spinegrade.data.tables import labels_long
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.score import challenge_score, score_submission
+from spinegrade.phantom.study import PhantomStudy
 from spinegrade.vocab import CONDITIONS, LABEL_COLUMNS, LEVELS, SEVERITIES, make_row_id
 
 ORACLE_FILE = "oracle_submission.csv"

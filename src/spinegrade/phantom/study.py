@@ -13,12 +13,12 @@ from typing import Final
 import numpy as np
 from pydicom.uid import generate_uid
 
-from spinegrade.data.phantom.anatomy import Anatomy, sample_anatomy
-from spinegrade.data.phantom.dicom_writer import SeriesHeader, write_series
-from spinegrade.data.phantom.geometry import SeriesPlan, plan_axial, plan_sagittal
-from spinegrade.data.phantom.labels import LabelSample, narrowing_of, sample_labels
-from spinegrade.data.phantom.render import render_series, study_contrast
-from spinegrade.data.phantom.settings import DEFAULT_AXIAL_BLOCKS, SECOND_AXIAL_RATE
+from spinegrade.phantom.anatomy import Anatomy, sample_anatomy
+from spinegrade.phantom.dicom_writer import SeriesHeader, write_series
+from spinegrade.phantom.geometry import SeriesPlan, plan_axial, plan_sagittal
+from spinegrade.phantom.labels import LabelSample, narrowing_of, sample_labels
+from spinegrade.phantom.render import render_series, study_contrast
+from spinegrade.phantom.settings import DEFAULT_AXIAL_BLOCKS, SECOND_AXIAL_RATE
 from spinegrade.vocab import (
     CONDITION_SERIES,
     LABEL_COLUMNS,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from spinegrade.data.phantom.anatomy import DISCS, Anatomy
+from spinegrade.phantom.anatomy import DISCS, Anatomy
 from spinegrade.vocab import CONDITIONS, LEVELS
 
 SAGITTAL_AXES = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])  # columns run posterior, rows run inferior

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from spinegrade.data.phantom.settings import DEFAULT_AXIAL_BLOCKS, DEFAULT_SIZE
+from spinegrade.phantom.settings import DEFAULT_AXIAL_BLOCKS, DEFAULT_SIZE
 
 
 def phantom_command(
@@ -50,7 +50,7 @@ def phantom_command(
 
     Example: spinegrade phantom demo_out/phantom --studies 200 --seed 0 --size 160
     """
-    from spinegrade.data.phantom.writer import write_phantom  # numpy, pandas, pydicom: only when run
+    from spinegrade.phantom.writer import write_phantom  # numpy, pandas, pydicom: only when run
 
     summary = write_phantom(
         out,
@@ -74,6 +74,6 @@ def phantom_command(
         "(challenge score on the train split, lower is better)"
     )
     if preview is not None:
-        from spinegrade.data.phantom.preview import write_preview
+        from spinegrade.phantom.preview import write_preview
 
         console.print(f"preview: {write_preview(out, preview)}")

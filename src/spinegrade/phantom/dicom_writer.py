@@ -15,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
-from spinegrade.data.phantom.geometry import SeriesPlan
+from spinegrade.phantom.geometry import SeriesPlan
 
 
 @dataclass(frozen=True)

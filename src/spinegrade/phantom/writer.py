@@ -24,7 +24,8 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from spinegrade import __version__
-from spinegrade.data.phantom.floor import (
+from spinegrade.errors import DataError
+from spinegrade.phantom.floor import (
     ORACLE_FILE,
     SUBMISSION_COLUMNS,
     floor_score,
@@ -32,15 +33,14 @@ from spinegrade.data.phantom.floor import (
     oracle_submission,
     prior_score,
 )
-from spinegrade.data.phantom.settings import (
+from spinegrade.phantom.settings import (
     DEFAULT_AXIAL_BLOCKS,
     DEFAULT_SIZE,
     PHANTOM_FORMAT,
     PHANTOM_VERSION,
     SIZE_RANGE,
 )
-from spinegrade.data.phantom.study import PhantomStudy, make_study
-from spinegrade.errors import DataError
+from spinegrade.phantom.study import PhantomStudy, make_study
 from spinegrade.vocab import CONDITIONS, LEVELS, make_row_id
 
 CONFIG_FILE: Final = "phantom.json"

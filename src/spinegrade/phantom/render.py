@@ -17,8 +17,8 @@ from typing import Final
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from spinegrade.data.phantom.anatomy import N_TISSUES, Anatomy, Tissue
-from spinegrade.data.phantom.geometry import SeriesPlan
+from spinegrade.phantom.anatomy import N_TISSUES, Anatomy, Tissue
+from spinegrade.phantom.geometry import SeriesPlan
 
 # Relative signal of each tissue (Tissue order up to NUCLEUS, then the healthy nucleus) per sequence.
 SIGNAL: Final[dict[str, tuple[float, ...]]] = {

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from spinegrade.data.phantom.command import phantom_command
+from spinegrade.phantom.command import phantom_command
 
 if TYPE_CHECKING:
-    from spinegrade.data.phantom.writer import PhantomSummary, phantom_studies, write_phantom
+    from spinegrade.phantom.writer import PhantomSummary, phantom_studies, write_phantom
 
 __all__ = ["PhantomSummary", "phantom_command", "phantom_studies", "write_phantom"]
 
@@ -19,7 +19,7 @@ __all__ = ["PhantomSummary", "phantom_command", "phantom_studies", "write_phanto
 def __getattr__(name: str) -> Any:
     # Lazy so that importing the CLI command does not load numpy, pandas and pydicom.
     if name in ("PhantomSummary", "phantom_studies", "write_phantom"):
-        from spinegrade.data.phantom import writer
+        from spinegrade.phantom import writer
 
         return getattr(writer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
