@@ -24,9 +24,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory docs
 	$(PY) -m pytest -q
 
-# The docs site (mkdocs.yml) into site/, strict: a broken link, anchor or missing page fails the build.
+# The docs site (mkdocs.yml) into site/, strict: a broken link, anchor or missing page fails the build
+# (not --quiet, which hides the warnings that strict mode counts).
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
