@@ -4,8 +4,7 @@ A classifier is exported as x, condition, level -> probabilities; a locator as x
 logits for the sagittal ones), the batch dimension left free. The runtime objects stand in for the torch
 modules where prediction calls them (`predict_proba`, the locator net's call) and take and give torch
 tensors, so grading and locating run unchanged. Export checks ONNX Runtime against torch on a random input
-(within TOLERANCE). Measured on efficientnet_b0 (25 crops of 5 x 64 px, one thread): 2-3x faster than
-eager torch (bench/predict.py).
+(within TOLERANCE). On CPU it is faster than eager torch (measured: docs/results.md#inference).
 """
 
 from __future__ import annotations

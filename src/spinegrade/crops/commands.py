@@ -15,7 +15,7 @@ def prepare_command(
     ),
     out: Path = typer.Option(..., "--out", help="Cache folder to write (created; resumed if interrupted)."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
-    size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels: 64 on CPU, 128+ on a GPU."),
+    size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels (128+ on a GPU)."),
     crop_mm: str = typer.Option(
         "",
         "--crop-mm",

@@ -16,15 +16,15 @@ def train_locator_command(
         ..., help="Dataset folder in the RSNA layout (train.csv, train_images/...)."
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the locators, config, versions and metrics."),
-    size: int = typer.Option(
-        _DEFAULTS.size, "--size", help="Input side in pixels (128 on CPU, 256 on a GPU)."
-    ),
+    size: int = typer.Option(_DEFAULTS.size, "--size", help="Input side in pixels (256 on a GPU)."),
     depth: int = typer.Option(
         _DEFAULTS.depth, "--depth", help="Sagittal slices resampled to this many channels."
     ),
     arch: str = typer.Option(_DEFAULTS.arch, "--arch", help="timm encoder (features_only), e.g. resnet18."),
     epochs: int = typer.Option(
-        _DEFAULTS.epochs, "--epochs", help="Training epochs per series type (256 samples each)."
+        _DEFAULTS.epochs,
+        "--epochs",
+        help=f"Training epochs per series type ({_DEFAULTS.samples_per_epoch} samples each).",
     ),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", help="Samples per batch."),
     lr: float = typer.Option(_DEFAULTS.lr, "--lr", help="Peak learning rate (one-cycle schedule, AdamW)."),

@@ -8,9 +8,8 @@ differ by condition and level (L4/L5 and L5/S1 are far more often severe), which
 embeddings of the two. The default conditioning is FiLM: the condition and level embeddings scale and
 shift the pooled features, so every (condition, level) gets its own read-out of the shared features (a
 multiplicative interaction), where "concat" (embeddings appended to the features, then an MLP) adds them
-as inputs. Inference runs one model, one batch. FiLM against concat was measured on a 200-study phantom
-(efficientnet_b0, fold 0, 3 epochs, one seed): validation challenge score 0.108 with FiLM, 0.164 with
-concat (per-level prior 0.878).
+as inputs. Inference runs one model, one batch. FiLM scored better than concat (measured:
+docs/results.md#classifier).
 
 The model takes the raw crops as the cache stores them (values in [0, 1]) and standardises them itself with
 the mean and std of the training fold (buffers saved with the weights), so every user feeds the same input.

@@ -56,7 +56,7 @@ def predict_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Crops per classifier forward pass."),
     tta: bool = typer.Option(False, "--tta", help="Average with left-right mirrored crops (sides swapped)."),
     threads: int = typer.Option(
-        1, "--threads", help="Torch CPU threads (0: torch's default; 1 was fastest on 2 shared cores)."
+        1, "--threads", help="Torch CPU threads (0: torch's default); one study's batch runs fastest on one."
     ),
     resume: bool = typer.Option(False, "--resume", help="Reuse studies already graded by the same models."),
     calibration: Path | None = typer.Option(

@@ -173,9 +173,8 @@ class Ensemble:
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
-        override those of an ensemble.json; the default space is probability (end to end on the demo's
-        phantom it was better than logit, or within the interval, in every pair measured: README,
-        "Predictions tuned to the metric")."""
+        override those of an ensemble.json; the default space is probability, never worse than logit end to
+        end (measured: docs/results.md#variants)."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
