@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from spinegrade.runtime import timed_stage
+
+if TYPE_CHECKING:
+    from spinegrade.crossval.run import CvSettings
 
 PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
@@ -53,10 +56,36 @@ class DemoSettings:
     # 6e-3 x 8 (Axial T2 18.3 -> 5.6 mm p90), as good as 2e-3 x 12 (7.4 mm / 64%) for 2/3 of its time.
     locator_epochs: int = 8
     locator_lr: float = 6e-3
-    locator_samples: int = 256
+    locator_samples: int | None = None  # None: a pass per epoch (LocatorSettings)
     n_boot: int = 2000
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
+
+    def cv_settings(self) -> CvSettings:
+        """The cv run of these sizes (the project's CPU defaults; bench/learning_curve.py runs them too)."""
+        from spinegrade.crossval.run import CvSettings
+        from spinegrade.localization.settings import LocatorSettings
+
+        return CvSettings(
+            n_folds=self.folds,
+            folds=self.graded_folds,
+            seed=self.seed,
+            archs=self.archs,
+            imbalance=self.imbalance,
+            train_points=(self.train_points,),
+            size=self.crop_px,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            locator=LocatorSettings(
+                size=self.locator_px,
+                epochs=self.locator_epochs,
+                lr=self.locator_lr,
+                samples_per_epoch=self.locator_samples,
+                seed=self.seed,
+            ),
+            n_boot=self.n_boot,
+            threads=self.threads,
+        )
 
 
 # The demo's sizes with only fold 0 graded: every locator is still trained (the located training points need
@@ -68,12 +97,11 @@ QUICK = DemoSettings(graded_folds=(0,))
 
 def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every stage under `out`; returns (and writes to out/demo.json) the figures and paths."""
-    from spinegrade.crossval.run import PRIOR_ENTRY, CvSettings, cross_validate
+    from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
     from spinegrade.data.inspect import inspect_dataset, print_report
     from spinegrade.data.phantom import write_phantom
     from spinegrade.evaluation.calibration import CALIBRATION_FILE
     from spinegrade.evaluation.evaluate import evaluate_submission
-    from spinegrade.localization.settings import LocatorSettings
     from spinegrade.prediction.predict import predict
     from spinegrade.viewer import write_views
 
@@ -88,26 +116,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         )
     with timed_stage(console, timings, "inspect"):
         print_report(inspect_dataset(data, progress=False))
-    cv_settings = CvSettings(
-        n_folds=settings.folds,
-        folds=settings.graded_folds,
-        seed=settings.seed,
-        archs=settings.archs,
-        imbalance=settings.imbalance,
-        train_points=(settings.train_points,),
-        size=settings.crop_px,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        locator=LocatorSettings(
-            size=settings.locator_px,
-            epochs=settings.locator_epochs,
-            lr=settings.locator_lr,
-            samples_per_epoch=settings.locator_samples,
-            seed=settings.seed,
-        ),
-        n_boot=settings.n_boot,
-        threads=settings.threads,
-    )
+    cv_settings = settings.cv_settings()
     with timed_stage(console, timings, "cross-validate (end to end)"):
         report = cross_validate(data, cv_dir, cv_settings, resume=True, console=console)
     graded = settings.graded_folds if settings.graded_folds is not None else range(settings.folds)

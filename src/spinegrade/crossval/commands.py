@@ -54,7 +54,14 @@ def cv_command(
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Classifier crops per batch."),
     locator_size: int = typer.Option(_LOCATOR.size, "--locator-size", help="Locator input side (px)."),
-    locator_epochs: int = typer.Option(_LOCATOR.epochs, "--locator-epochs", help="Locator epochs."),
+    locator_epochs: int = typer.Option(
+        _LOCATOR.epochs, "--locator-epochs", help="Locator epochs: passes over each task's training samples."
+    ),
+    locator_samples: int | None = typer.Option(
+        _LOCATOR.samples_per_epoch,
+        "--locator-samples",
+        help="Locator samples per epoch instead of a pass (a fixed budget).",
+    ),
     locator_lr: float = typer.Option(
         _LOCATOR.lr, "--locator-lr", help="Locators' peak learning rate (the demo's: 6e-3 for 8 epochs)."
     ),
@@ -100,7 +107,13 @@ def cv_command(
         k=k,
         epochs=epochs,
         batch_size=batch_size,
-        locator=replace(_LOCATOR, size=locator_size, epochs=locator_epochs, lr=locator_lr),
+        locator=replace(
+            _LOCATOR,
+            size=locator_size,
+            epochs=locator_epochs,
+            samples_per_epoch=locator_samples,
+            lr=locator_lr,
+        ),
         accelerator=accelerator,
         devices=devices,
         workers=workers,

@@ -36,8 +36,14 @@ from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.variants import check_variant
 from spinegrade.data.tables import RsnaData, labels_long, load_rsna
 from spinegrade.errors import DataError, Problem
-from spinegrade.evaluation.calibration import CALIBRATION_FILE, fit_calibration, nested_calibrated_oof
+from spinegrade.evaluation.calibration import (
+    CALIBRATION_FILE,
+    fit_calibration,
+    nested_calibrated_oof,
+    nested_oof,
+)
 from spinegrade.evaluation.priors import level_priors
+from spinegrade.evaluation.stacking import STACKING_FILE, fit_stacking
 from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.prediction.results import StudyResult
@@ -339,6 +345,12 @@ def cross_validate(
         write_csv_atomic(named[calibrated], out / "oof_calibrated_submission.csv")
         fit_calibration(raw, data.labels).save(out / CALIBRATION_FILE)
         gaps["calibrated (nested) - raw, end to end"] = (calibrated, f"end to end ({main})")
+        stacked = f"end to end ({main}), stacked (nested)"
+        named[stacked] = nested_oof(raw, folds, lambda rows: fit_stacking(rows, data.labels), "stacking")
+        write_csv_atomic(named[stacked], out / "oof_stacked_submission.csv")
+        fit_stacking(raw, data.labels).save(out / STACKING_FILE)
+        differences[f"{stacked} - {headline}"] = (stacked, headline)
+        differences[f"{stacked} - {PRIOR_ENTRY}"] = (stacked, PRIOR_ENTRY)
     floor = data_dir / FLOOR_FILE
     if floor.is_file():
         named["floor (phantom's true probabilities)"] = pd.read_csv(floor)

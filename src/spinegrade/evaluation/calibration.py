@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -212,6 +212,38 @@ def fit_calibration(
     return fit_rows(predicted_rows(labels, pred), bias=bias, boost=boost)
 
 
+class PostHoc(Protocol):
+    """A step fitted on OOF predictions that maps a submission frame to another (Calibration, Stacking)."""
+
+    def apply(self, pred: pd.DataFrame) -> pd.DataFrame: ...
+
+
+def nested_oof(
+    pred: pd.DataFrame, folds: pd.Series, fit: Callable[[pd.DataFrame], PostHoc], what: str
+) -> pd.DataFrame:
+    """`pred` with each fold's rows mapped by `fit(the other folds' rows)`, so that scoring the result
+    gives an out-of-fold estimate of what the step gains. folds maps study_id -> fold (a Series indexed
+    by study id); the result has pred's rows, order and index."""
+    sub = validate_submission(pred)
+    fold_of = sub["study_id"].map(folds)
+    if fold_of.isna().any():
+        missing = sub.loc[fold_of.isna(), "study_id"].unique()
+        raise DataError(
+            f"nested {what}: {len(missing)} predicted study id(s) have no fold, e.g. {missing[0]}"
+        )
+    if fold_of.nunique() < 2:
+        raise DataError(f"nested {what} needs predictions of at least two folds")
+    out = pd.DataFrame({"row_id": sub["row_id"]}, index=sub.index)
+    out[list(SEVERITIES)] = np.nan
+    for fold in sorted(fold_of.unique()):
+        held = (fold_of == fold).to_numpy()
+        with warnings.catch_warnings():  # the held-out studies are "labelled but not predicted" here
+            warnings.simplefilter("ignore", EvaluationWarning)
+            step = fit(pred.loc[~held])
+        out.loc[held, list(SEVERITIES)] = step.apply(pred.loc[held])[list(SEVERITIES)].to_numpy()
+    return out
+
+
 def nested_calibrated_oof(
     pred: pd.DataFrame,
     labels: pd.DataFrame,
@@ -220,29 +252,10 @@ def nested_calibrated_oof(
     bias: bool = False,
     boost: bool = False,
 ) -> pd.DataFrame:
-    """`pred` with each fold's rows calibrated by a Calibration fitted on the other folds' rows.
-
-    folds maps study_id -> fold (a Series indexed by study id). The result has pred's rows, order and
-    index, so scoring it gives an out-of-fold estimate of what calibration gains.
-    """
-    sub = validate_submission(pred)
-    fold_of = sub["study_id"].map(folds)
-    if fold_of.isna().any():
-        missing = sub.loc[fold_of.isna(), "study_id"].unique()
-        raise DataError(
-            f"nested calibration: {len(missing)} predicted study id(s) have no fold, e.g. {missing[0]}"
-        )
-    if fold_of.nunique() < 2:
-        raise DataError("nested calibration needs predictions of at least two folds")
-    out = pd.DataFrame({"row_id": sub["row_id"]}, index=sub.index)
-    out[list(SEVERITIES)] = np.nan
-    for fold in sorted(fold_of.unique()):
-        held = (fold_of == fold).to_numpy()
-        with warnings.catch_warnings():  # the held-out studies are "labelled but not predicted" here
-            warnings.simplefilter("ignore", EvaluationWarning)
-            calibration = fit_calibration(pred.loc[~held], labels, bias=bias, boost=boost)
-        out.loc[held, list(SEVERITIES)] = calibration.apply(pred.loc[held])[list(SEVERITIES)].to_numpy()
-    return out
+    """`pred` with each fold's rows calibrated by a Calibration fitted on the other folds' rows."""
+    return nested_oof(
+        pred, folds, lambda rows: fit_calibration(rows, labels, bias=bias, boost=boost), "calibration"
+    )
 
 
 def folds_of(frame: pd.DataFrame, source: str = "folds") -> pd.Series:
@@ -257,14 +270,19 @@ def folds_of(frame: pd.DataFrame, source: str = "folds") -> pd.Series:
     return pairs.set_index("study_id")["fold"].astype(np.int64)
 
 
-def find_calibration(run_paths: Sequence[str | os.PathLike]) -> Path | None:
-    """The calibration stored with the runs: CALIBRATION_FILE in one of the run folders given (None if
-    none); DataError when several differ, so the caller names one."""
-    files = (Path(p) / CALIBRATION_FILE for p in run_paths)
+def find_stored(run_paths: Sequence[str | os.PathLike], name: str) -> Path | None:
+    """The file `name` stored with the runs (a calibration, a stacking) in one of the run folders given
+    (None if none); DataError when several differ, so the caller names one."""
+    files = (Path(p) / name for p in run_paths)
     found = list(dict.fromkeys(f.resolve() for f in files if f.is_file()))
     if len(found) > 1 and len({f.read_bytes() for f in found}) > 1:
         raise DataError(
-            f"the run folders hold {len(found)} different {CALIBRATION_FILE} files ({found[0]}, {found[1]}); "
-            "choose one with --calibration FILE"
+            f"the run folders hold {len(found)} different {name} files ({found[0]}, {found[1]}); "
+            "choose one with its option"
         )
     return found[0] if found else None
+
+
+def find_calibration(run_paths: Sequence[str | os.PathLike]) -> Path | None:
+    """CALIBRATION_FILE stored with the runs (find_stored)."""
+    return find_stored(run_paths, CALIBRATION_FILE)

@@ -24,7 +24,13 @@ def train_locator_command(
     epochs: int = typer.Option(
         _DEFAULTS.epochs,
         "--epochs",
-        help=f"Training epochs per series type ({_DEFAULTS.samples_per_epoch} samples each).",
+        help="Training epochs per series type: passes over its training samples "
+        f"(at least {_DEFAULTS.min_samples_per_epoch} samples each).",
+    ),
+    samples_per_epoch: int | None = typer.Option(
+        _DEFAULTS.samples_per_epoch,
+        "--samples-per-epoch",
+        help="Draw exactly this many samples per epoch instead of a pass (a fixed budget).",
     ),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", help="Samples per batch."),
     lr: float = typer.Option(_DEFAULTS.lr, "--lr", help="Peak learning rate (one-cycle schedule, AdamW)."),
@@ -63,7 +69,15 @@ def train_locator_command(
     from spinegrade.localization.train import train_locator
 
     settings = LocatorSettings(
-        size=size, depth=depth, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, fold=fold, seed=seed
+        size=size,
+        depth=depth,
+        arch=arch,
+        epochs=epochs,
+        samples_per_epoch=samples_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        fold=fold,
+        seed=seed,
     )
     metrics = train_locator(
         data_dir,

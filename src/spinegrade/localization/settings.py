@@ -29,11 +29,22 @@ class LocatorSettings:
     out_stride: int = 2
     sigma: float = 1.5  # heatmap Gaussian, output pixels
     slice_sigma: float = 1.0  # slice target Gaussian, depth channels
-    epochs: int = 8
-    samples_per_epoch: int = 256  # drawn from the task's samples, so every task trains equally long
+    epochs: int = 8  # passes over a task's training samples (see samples_per_epoch)
+    # None: an epoch is one pass over the task's training samples, so more studies train longer; a number
+    # draws exactly that many per epoch instead (a fixed budget, the old behaviour)
+    samples_per_epoch: int | None = None
+    # a pass over fewer samples than this is repeated up to it (small training sets still get the steps
+    # they need: the demo's 33 training studies per fold)
+    min_samples_per_epoch: int = 256
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     fold: int = 0
     n_folds: int = DEFAULT_FOLDS
     seed: int = 0
+
+    def epoch_samples(self, n_samples: int) -> int:
+        """Samples drawn per epoch from a task's `n_samples` training samples."""
+        if self.samples_per_epoch is not None:
+            return self.samples_per_epoch
+        return max(n_samples, self.min_samples_per_epoch)

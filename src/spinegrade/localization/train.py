@@ -172,7 +172,8 @@ def fit(
 ) -> LocatorNet:
     """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar).
 
-    With several processes (DDP) each draws its own share of samples_per_epoch with its own generator.
+    An epoch draws `settings.epoch_samples(len(samples))` samples (one pass by default); with several
+    processes (DDP) each draws its own share with its own generator.
     """
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
@@ -192,7 +193,7 @@ def fit(
             callbacks=[RichProgressBar(leave=False)] if progress else [],
             num_sanity_val_steps=0,
         )
-        per_rank = -(-settings.samples_per_epoch // trainer.world_size)
+        per_rank = -(-settings.epoch_samples(len(samples)) // trainer.world_size)
         # one process: the global RNG seeded above (as before); several: a seed per rank
         generator = (
             torch.Generator().manual_seed(settings.seed + trainer.global_rank)

@@ -52,10 +52,11 @@ def score_loss(
     study: torch.Tensor,
     class_weights: torch.Tensor,
     any_severe: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """The batch loss weighted as the challenge score (module doc). study: the rows' study ids (-1 for
     synthetic rows, which stay out of the any_severe term)."""
-    nll = F.cross_entropy(logits, severity, reduction="none")
+    nll = F.cross_entropy(logits, severity, reduction="none", label_smoothing=label_smoothing)
     weight = class_weights[severity]
     group = _GROUP_OF_CONDITION.to(condition.device)[condition]
     totals = torch.zeros(len(_GROUPS), device=logits.device).index_add(0, group, weight * nll)
@@ -120,6 +121,7 @@ class ScoredModule(pl.LightningModule):
         prior_shift: np.ndarray | None = None,
         loss: str = "weighted-ce",
         any_severe: float = 0.0,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -127,7 +129,7 @@ class ScoredModule(pl.LightningModule):
         self.model = model
         self.cache_index = cache_index
         self.lr, self.weight_decay, self.warmup_epochs = lr, weight_decay, warmup_epochs
-        self.loss_name, self.any_severe = loss, any_severe
+        self.loss_name, self.any_severe, self.label_smoothing = loss, any_severe, label_smoothing
         weights = torch.ones(len(SEVERITIES)) if class_weights is None else torch.as_tensor(class_weights)
         self.register_buffer("class_weights", weights.float(), persistent=False)
         shift = np.ones((len(CONDITIONS), len(SEVERITIES))) if prior_shift is None else prior_shift
@@ -151,9 +153,17 @@ class ScoredModule(pl.LightningModule):
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         severity = batch["severity"]
         if self.loss_name == "weighted-ce":
-            return F.cross_entropy(logits.float(), severity, weight=self.class_weights)
+            return F.cross_entropy(
+                logits.float(), severity, weight=self.class_weights, label_smoothing=self.label_smoothing
+            )
         return score_loss(
-            logits.float(), severity, batch["condition"], batch["study"], self.class_weights, self.any_severe
+            logits.float(),
+            severity,
+            batch["condition"],
+            batch["study"],
+            self.class_weights,
+            self.any_severe,
+            self.label_smoothing,
         )
 
     def on_train_epoch_start(self) -> None:

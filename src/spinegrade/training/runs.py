@@ -121,6 +121,7 @@ class TrainConfig:
     prior_shift: bool = True  # correct probabilities back to the score's training distribution
     loss: str = "weighted-ce"
     any_severe: float = 0.0  # weight of the in-batch any_severe_spinal term of loss "score"
+    label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
 
     def __post_init__(self) -> None:
         from spinegrade.models.classifier import CONDITIONINGS
@@ -146,6 +147,8 @@ class TrainConfig:
                 "any_severe needs a study's spinal crops in one batch, and oversampling draws crops one at "
                 "a time: use it with class weights or smote"
             )
+        if not 0 <= self.label_smoothing < 1:
+            raise DataError(f"label_smoothing is a share in [0, 1), got {self.label_smoothing}")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise DataError(f"ema is a decay in [0, 1) (0: no moving average), got {self.ema}")
         if self.lr is not None and not self.lr > 0:

@@ -239,7 +239,11 @@ def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[s
         "imbalance": config.imbalance,
         "class_weights": None if data.class_weights is None else data.class_weights.tolist(),
         "side_flip": config.side_flip,
-        "loss": {"name": config.loss, "any_severe": config.any_severe},
+        "loss": {
+            "name": config.loss,
+            "any_severe": config.any_severe,
+            "label_smoothing": config.label_smoothing,
+        },
         "priors": data.priors.to_dict("records"),
         "prior_shift": _shift_info(data.prior_shift),
         "stage": "train",
@@ -457,6 +461,7 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         prior_shift=data.prior_shift,
         loss=config.loss,
         any_severe=config.any_severe,
+        label_smoothing=config.label_smoothing,
     )
 
 

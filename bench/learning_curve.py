@@ -1,0 +1,167 @@
+"""The learning curve: the end-to-end out-of-fold score against the number of training studies.
+
+    python bench/learning_curve.py --studies 50,150,400 --seed 0 --out lc
+
+For each size N: a phantom of N training studies (OUT/seed<S>/n<N>/data) and `spinegrade cv` on it at the
+project's CPU defaults (the demo's settings: spinegrade.demo.DemoSettings) in OUT/seed<S>/n<N>/cv. Both
+resume, so a rerun reuses what is there and adds new sizes or seeds. Prints one JSON line per size (end to
+end, nested-calibrated, stacked, oracle points, prior and floor with their 95% intervals; the locators'
+median / p90 error and slice-exact share; cv's time) and writes OUT/learning_curve.json and
+OUT/learning_curve.png with every seed found under OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
+from spinegrade.data.phantom import write_phantom
+from spinegrade.demo import DemoSettings
+from spinegrade.fileio import write_atomic
+
+ENTRIES = {  # JSON key -> report entry (its name with the headline's training points)
+    "end_to_end": "end to end ({points})",
+    "calibrated": "end to end ({points}), calibrated (nested)",
+    "stacked": "end to end ({points}), stacked (nested)",
+    "oracle": "oracle points ({points})",
+    "prior": PRIOR_ENTRY,
+    "floor": "floor (phantom's true probabilities)",
+}
+
+
+def size_row(report: dict[str, Any], studies: int, seed: int, seconds: float | None) -> dict[str, Any]:
+    """One size's figures from cv's report.json."""
+    points = report["settings"]["train_points"][0]
+    row: dict[str, Any] = {"studies": studies, "seed": seed}
+    for key, entry in ENTRIES.items():
+        score = report["scores"].get(entry.format(points=points), {}).get("score")
+        row[key] = None if score is None else {k: round(score[k], 4) for k in ("value", "low", "high")}
+    headline = f"end to end ({points}) - {PRIOR_ENTRY}"
+    row["end_to_end_minus_prior"] = report["differences"].get(headline)
+    floor = row["floor"]["value"] if row["floor"] else None
+    row["end_to_end_minus_floor"] = None if floor is None else round(row["end_to_end"]["value"] - floor, 4)
+    loc = report["localization"]["overall"]
+    row["located"] = {
+        "median_mm": round(loc["median_mm"], 2),
+        "p90_mm": round(loc["p90_mm"], 2),
+        "exact_slice_share": round(loc["exact_slice_share"], 3),
+    }
+    row["cv_seconds"] = None if seconds is None else round(seconds, 1)
+    return row
+
+
+def run_size(out: Path, studies: int, seed: int, settings: DemoSettings, console: Console) -> dict:
+    """Write (or reuse) the phantom and cv of one size; its row."""
+    folder = out / f"seed{seed}" / f"n{studies}"
+    data, cv = folder / "data", folder / "cv"
+    write_phantom(data, studies, seed, size=settings.image_px, test_studies=0)
+    done = cv / "report.json"
+    seconds = None
+    if not done.is_file():
+        start = time.perf_counter()
+        cross_validate(data, cv, replace(settings, seed=seed).cv_settings(), resume=True, console=console)
+        seconds = time.perf_counter() - start
+        write_atomic(folder / "cv_seconds.txt", f"{seconds:.1f}\n")
+    elif (folder / "cv_seconds.txt").is_file():
+        seconds = float((folder / "cv_seconds.txt").read_text())
+    return size_row(json.loads(done.read_text()), studies, seed, seconds)
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """The rows of every finished size and seed under OUT."""
+    rows = []
+    for report in sorted(out.glob("seed*/n*/cv/report.json")):
+        folder = report.parent.parent
+        seconds_file = folder / "cv_seconds.txt"
+        seconds = float(seconds_file.read_text()) if seconds_file.is_file() else None
+        studies, seed = int(folder.name[1:]), int(folder.parent.name[4:])
+        rows.append(size_row(json.loads(report.read_text()), studies, seed, seconds))
+    return sorted(rows, key=lambda r: (r["seed"], r["studies"]))
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Score against studies (every seed; bars: 95% intervals) and the locators' median error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {
+        "end_to_end": ("end to end", "tab:blue"),
+        "calibrated": ("end to end, calibrated (nested)", "tab:cyan"),
+        "stacked": ("end to end, stacked (nested)", "tab:purple"),
+        "oracle": ("oracle points", "tab:green"),
+        "prior": ("per-level prior", "tab:gray"),
+        "floor": ("phantom's floor", "black"),
+    }
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    seeds = sorted({r["seed"] for r in rows})
+    markers = "os^D"
+    for key, (label, colour) in styles.items():
+        for i, seed in enumerate(seeds):
+            mine = [r for r in rows if r["seed"] == seed and r[key]]
+            if not mine:
+                continue
+            x = [r["studies"] * (1 + 0.03 * (i - (len(seeds) - 1) / 2)) for r in mine]
+            y = [r[key]["value"] for r in mine]
+            err = [
+                [v - r[key]["low"] for v, r in zip(y, mine, strict=True)],
+                [r[key]["high"] - v for v, r in zip(y, mine, strict=True)],
+            ]
+            ax.errorbar(
+                x, y, yerr=err, color=colour, marker=markers[i % len(markers)], capsize=3,
+                linestyle="-" if key not in ("prior", "floor") else ":",
+                label=label if i == 0 else None,
+            )  # fmt: skip
+    ax.set_xscale("log")
+    sizes = sorted({r["studies"] for r in rows})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("training studies (phantom; 3-fold cv, out of fold)")
+    ax.set_ylabel("challenge score (lower is better)")
+    twin = ax.twinx()
+    for i, seed in enumerate(seeds):
+        mine = [r for r in rows if r["seed"] == seed]
+        twin.plot(
+            [r["studies"] for r in mine], [r["located"]["median_mm"] for r in mine], color="tab:orange",
+            marker=markers[i % len(markers)], linestyle="--", alpha=0.7,
+            label="locators' median error (mm)" if i == 0 else None,
+        )  # fmt: skip
+    twin.set_ylabel("median located error (mm)", color="tab:orange")
+    twin.set_ylim(bottom=0)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    markers_note = ", ".join(f"seed {s}: {markers[i % len(markers)]}" for i, s in enumerate(seeds))
+    ax.set_title(f"spinegrade learning curve at the CPU defaults ({markers_note})", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--studies", default="50,150,400", help="Training studies per size, comma-separated.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the phantom, the folds and training.")
+    parser.add_argument("--out", type=Path, required=True, help="Folder of the phantoms, cv runs and figure.")
+    args = parser.parse_args()
+    console = Console(stderr=True, width=120)
+    settings = DemoSettings()
+    for studies in (int(s) for s in args.studies.split(",") if s.strip()):
+        row = run_size(args.out, studies, args.seed, settings, console)
+        print(json.dumps(row), flush=True)
+    rows = collect(args.out)
+    write_atomic(args.out / "learning_curve.json", json.dumps(rows, indent=1) + "\n")
+    plot(rows, args.out / "learning_curve.png")
+    console.print(f"wrote {args.out / 'learning_curve.json'} and {args.out / 'learning_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
