@@ -13,6 +13,8 @@ forward pass per series instead of one per slice, about 10x cheaper, and slice e
 
 from __future__ import annotations
 
+from typing import cast
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -36,7 +38,7 @@ class LocatorNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = timm.create_model(arch, features_only=True, pretrained=False, in_chans=in_chans)
-        info = self.encoder.feature_info
+        info = cast(timm.models.FeatureInfo, self.encoder.feature_info)
         keep = [i for i, r in enumerate(info.reduction()) if r >= out_stride]
         if not keep or info.reduction()[keep[0]] != out_stride:
             raise ValueError(f"{arch} has no feature map at stride {out_stride}: {info.reduction()}")

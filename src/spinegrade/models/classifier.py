@@ -18,7 +18,7 @@ the mean and std of the training fold (buffers saved with the weights), so every
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -78,6 +78,10 @@ class SpineClassifier(nn.Module):
     head can be fine-tuned on (possibly synthetic) features with the backbone frozen.
     """
 
+    backbone: Any  # a timm model: forward_features and forward_head, which nn.Module does not declare
+    input_mean: torch.Tensor  # buffers
+    input_std: torch.Tensor
+
     def __init__(
         self, backbone: nn.Module, num_features: int, head: ConditionedHead, *, mean: float, std: float
     ) -> None:
@@ -126,7 +130,7 @@ def create_model(
     mean/std: the input standardisation, stored in the model.
     """
     spec = resolve_arch(arch)
-    backbone = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
+    backbone: Any = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
     for name in spec.drop:
         setattr(backbone, name, nn.Identity())
     # What forward_head(pre_logits=True) returns: head_hidden_size when the head has its own layers.

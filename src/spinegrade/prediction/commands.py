@@ -98,16 +98,21 @@ def predict_command(
 
     console = Console(stderr=True)
     all_runs = [*(runs or []), *(more_runs or [])]
-    if model is None and not (all_runs and locator):
-        raise DataError("pass either --model BUNDLE or both --runs RUN... and --locator LOCATOR")
     if model is not None and (all_runs or locator):
         raise DataError("--model BUNDLE already holds the runs and the locator; drop --runs/--locator")
+    if model is None and not (all_runs and locator is not None):
+        raise DataError("pass either --model BUNDLE or both --runs RUN... and --locator LOCATOR")
     with unpacked(model) if model is not None else nullcontext() as folder:
         bundle = open_bundle(folder) if folder is not None else None
+        if bundle is not None:
+            run_dirs, locator_dir = bundle.runs, bundle.locator
+        else:
+            assert locator is not None  # checked above
+            run_dirs, locator_dir = all_runs, locator
         summary = predict(
             data_dir,
-            bundle.runs if bundle else all_runs,
-            bundle.locator if bundle else locator,
+            run_dirs,
+            locator_dir,
             out,
             images=images,
             details=details,

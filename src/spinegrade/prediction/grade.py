@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from spinegrade.data.series import Series
     from spinegrade.models.classifier import SpineClassifier
+    from spinegrade.onnxrt import OnnxClassifier
 
 WEIGHTS_FILE = "best.safetensors"
 ENSEMBLE_FILE = "ensemble.json"
@@ -61,7 +62,7 @@ class GradingRun:
     """One trained classifier, ready for inference."""
 
     path: Path
-    model: SpineClassifier
+    model: SpineClassifier | OnnxClassifier  # torch, or its ONNX Runtime stand-in
     info: dict[str, Any]
     spec: CropSpec
     weight: float = 1.0
@@ -244,7 +245,11 @@ class Ensemble:
         return average_probabilities(per_run, self.weights, self.space)
 
     def _run_probs(
-        self, model: SpineClassifier, crops: np.ndarray, condition: torch.Tensor, level: torch.Tensor
+        self,
+        model: SpineClassifier | OnnxClassifier,
+        crops: np.ndarray,
+        condition: torch.Tensor,
+        level: torch.Tensor,
     ) -> np.ndarray:
         import torch
 

@@ -92,7 +92,7 @@ class PredictionSummary:
         fallback = {p.study_id for p in self.problems if p.kind in FALLBACK_KINDS}
         out: dict[int, list[str]] = {}
         for p in self.problems:
-            if p.study_id in fallback:
+            if p.study_id is not None and p.study_id in fallback:
                 out.setdefault(p.study_id, []).append(p.message)
         return out
 
