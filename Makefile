@@ -21,8 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(MAKE) --no-print-directory docs
+	$(MAKE) --no-print-directory typecheck docs
 	$(PY) -m pytest -q
+
+# mypy on src/ (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 # The docs site (mkdocs.yml) into site/, strict: a broken link, anchor or missing page fails the build
 # (not --quiet, which hides the warnings that strict mode counts).
