@@ -6,7 +6,8 @@
 Every OOF file (submission format, e.g. the fold runs' val_predictions.csv concatenated) is scored on the
 rows all of them predict, beside the per-level prior of each study's training folds on the same rows;
 each gets a 95% bootstrap interval over studies and a paired interval of its difference to the first.
---calibrate NAME adds NAME calibrated out of fold (nested_calibrated_oof) in four variants; --ensemble
+--calibrate NAME adds NAME calibrated out of fold (nested_calibrated_oof) in four variants; --stack NAME
+adds NAME graded by the second stage out of fold (evaluation.stacking, nested_oof); --ensemble
 A+B adds A and B averaged in probability and in logit space. Prints JSON.
 """
 
@@ -20,10 +21,11 @@ import pandas as pd
 
 from spinegrade.data.tables import labels_long, read_train_labels
 from spinegrade.evaluation.bootstrap import bootstrap_difference, submission_interval
-from spinegrade.evaluation.calibration import folds_of, nested_calibrated_oof
+from spinegrade.evaluation.calibration import folds_of, nested_calibrated_oof, nested_oof
 from spinegrade.evaluation.ensemble import SPACES, average_submissions
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.score import EvaluationWarning
+from spinegrade.evaluation.stacking import fit_stacking
 from spinegrade.evaluation.submission import read_submission
 from spinegrade.vocab import SEVERITIES
 
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--oof", action="append", required=True, help="NAME=FILE; the first is the base")
     parser.add_argument("--ensemble", action="append", default=[], help="A+B: average two OOF files")
     parser.add_argument("--calibrate", action="append", default=[], help="NAME: nested calibration")
+    parser.add_argument("--stack", action="append", default=[], help="NAME: nested second stage")
+    parser.add_argument("--brief", action="store_true", help="print one line per entry instead of JSON")
     parser.add_argument("--n", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args()
     warnings.simplefilter("ignore", EvaluationWarning)
@@ -73,6 +77,9 @@ def main() -> None:
             frames[f"{name} calibrated ({variant})"] = nested_calibrated_oof(
                 frames[name], labels, folds, **options
             )
+    for name in args.stack:
+        fit = lambda rows: fit_stacking(rows, labels)  # noqa: E731
+        frames[f"{name} stacked"] = nested_oof(frames[name], folds, fit, "stacking")
     for pair in args.ensemble:
         a, b = pair.split("+")
         for space in SPACES:
@@ -84,10 +91,20 @@ def main() -> None:
         entry = {"score": submission_interval(labels, frame, n=args.n)}
         if name != base_name:
             entry[f"minus {base_name}"] = bootstrap_difference(labels, frame, base, n=args.n)
-        for other in (n for n in args.calibrate if name.startswith(f"{n} calibrated")):
+        for other in (n for n in [*args.calibrate, *args.stack] if name.startswith(f"{n} ") and n != name):
             entry[f"minus {other}"] = bootstrap_difference(labels, frame, frames[other], n=args.n)
         out["results"][name] = entry
-    print(json.dumps(out, indent=1))
+    if not args.brief:
+        print(json.dumps(out, indent=1))
+        return
+    for name, entry in out["results"].items():
+        s = entry["score"]
+        diffs = "  ".join(
+            f"{k} {d['score']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            for k, d in entry.items()
+            if k != "score"
+        )
+        print(f"{name:<40} {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}]  {diffs}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,13 @@ from spinegrade.evaluation.calibration import (
 )
 from spinegrade.evaluation.commands import calibrate_command
 from spinegrade.evaluation.ensemble import average_probabilities, average_submissions
-from spinegrade.evaluation.score import EvaluationWarning, predicted_rows, score_rows, score_submission
+from spinegrade.evaluation.score import (
+    SCORE_PARTS,
+    EvaluationWarning,
+    predicted_rows,
+    score_rows,
+    score_submission,
+)
 from spinegrade.vocab import LABEL_COLUMNS, SEVERITIES, SEVERITY_LABELS, TARGETS, make_row_id
 
 STUDIES = 60
@@ -168,6 +174,11 @@ def test_bootstrap_interval_brackets_the_score_and_pairs_differences(overconfide
     better = fit_calibration(pred, labels, bias=False, boost=False).apply(pred)
     gain = bootstrap_difference(labels, better, pred, n=100)
     assert gain["high"] < 0 < -gain["score"]
+    before, after = score_submission(labels, pred), score_submission(labels, better)
+    assert set(gain["parts"]) == set(SCORE_PARTS)
+    for part, d in gain["parts"].items():  # each part paired on the same resamples
+        assert d["value"] == pytest.approx(after[part] - before[part])
+        assert d["low"] <= d["value"] <= d["high"]
 
 
 def test_rows_without_a_prediction_are_left_out_of_the_score(overconfident) -> None:

@@ -19,6 +19,7 @@ from spinegrade.training.imbalance import (
     smote_resample,
 )
 from spinegrade.training.module import score_loss
+from spinegrade.training.runs import TrainConfig
 from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITY_WEIGHTS
 
 
@@ -188,3 +189,18 @@ def test_score_loss_weights_condition_groups_equally_and_adds_a_per_study_any_se
     assert both.item() == pytest.approx(((spinal_part + nll[2:].mean() + any_severe) / 3).item(), rel=1e-5)
     synthetic = score_loss(logits, severity, condition, torch.full_like(study, -1), weights, any_severe=1.0)
     assert synthetic.item() == pytest.approx(loss.item())  # synthetic rows have no study
+
+
+def test_label_smoothing_spreads_each_target_over_the_grades() -> None:
+    weights = torch.tensor(SEVERITY_WEIGHTS)
+    logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    severity, condition, study = torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([1, 2])
+    log_p = torch.log_softmax(logits, dim=1)
+    target = torch.nn.functional.one_hot(severity, 3) * 0.9 + 0.1 / 3
+    nll = -(target * log_p).sum(1)
+    expected = (nll[0] * 1 + nll[1] * 2) / 3
+    smoothed = score_loss(logits, severity, condition, study, weights, label_smoothing=0.1)
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(score_loss(logits, severity, condition, study, weights).item())
+    with pytest.raises(DataError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)

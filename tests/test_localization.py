@@ -396,3 +396,11 @@ def test_load_locator_names_what_is_wrong(tiny_run, tmp_path):
     (run / "sagittal_t1.json").write_text(json.dumps(info | {"settings": info["settings"] | {"depth": 4}}))
     with pytest.raises(DataError, match=r"sagittal_t1.safetensors does not fit"):
         load_locator(run)
+
+
+def test_a_locator_epoch_is_a_pass_over_the_samples_unless_a_budget_is_set():
+    settings = LocatorSettings()
+    assert settings.samples_per_epoch is None
+    assert settings.epoch_samples(1000) == 1000  # more studies, longer epochs
+    assert settings.epoch_samples(40) == settings.min_samples_per_epoch  # small sets passed over again
+    assert LocatorSettings(samples_per_epoch=100).epoch_samples(1000) == 100

@@ -23,7 +23,8 @@ from spinegrade.errors import DataError
 from spinegrade.evaluation.calibration import Calibration
 from spinegrade.evaluation.ensemble import average_probabilities
 from spinegrade.evaluation.priors import level_priors
-from spinegrade.evaluation.score import score_submission
+from spinegrade.evaluation.score import GROUPS, score_submission
+from spinegrade.evaluation.stacking import Stacking
 from spinegrade.localization.locate import LOCATION_COLUMNS, load_locator, locate_study
 from spinegrade.localization.model import LocatorSettings, build_net
 from spinegrade.localization.targets import TASKS
@@ -412,6 +413,34 @@ def test_a_calibration_beside_the_runs_is_applied_to_the_submission(
     assert not np.allclose(submission.to_numpy(), raw.set_index("row_id").loc[submission.index].to_numpy())
     record = json.loads((out.parent / "submission.ensemble.json").read_text())
     assert record["calibration"] == summary.calibration and record["space"] == "probability"
+
+
+def test_a_stacking_beside_the_runs_grades_each_study_and_replaces_the_calibration(
+    data: Path, setup: dict[str, Path], tmp_path: Path
+) -> None:
+    runs = Path(shutil.copytree(setup["run0"], tmp_path / "runs"))
+    Calibration({g: 3.0 for g in GROUPS}, {g: [0, 0, 0] for g in GROUPS}).save(runs / "calibration.json")
+    coef = [[1.0, 0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0.5, 0.5, 0.5, 0.5], [0, 0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+    stacking = Stacking(
+        means=[[0.2] * 5] * 5,
+        coef={g: coef for g in GROUPS},
+        intercept={g: [0.0, -0.2, -0.5] for g in GROUPS},
+    )
+    stacking.save(runs / "stacking.json")
+    out = tmp_path / "out" / "submission.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictionWarning)
+        summary = predict(data, [runs], setup["locator"], out, progress=False)
+    assert summary.stacking.endswith("stacking.json") and summary.calibration == "none"
+    submission = pd.read_csv(out).set_index("row_id")
+    studies = submission.index.to_series().str.partition("_")[0].astype(int).unique()
+    raw = pd.concat(
+        [StudyResult.from_json(study_json(summary, s)).rows() for s in studies], ignore_index=True
+    )
+    expected = stacking.apply(raw).set_index("row_id").loc[submission.index]
+    np.testing.assert_allclose(submission.to_numpy(), expected[list(SEVERITIES)].to_numpy(), atol=1e-9)
+    record = json.loads((out.parent / "submission.ensemble.json").read_text())
+    assert record["stacking"] == summary.stacking and record["calibration"] is None
 
 
 def test_an_ensemble_file_names_members_weights_and_logit_space(

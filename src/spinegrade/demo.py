@@ -149,6 +149,7 @@ def run_demo(out: Path, settings: DemoSettings, console: Console | None = None) 
         "table": rows,
         "headline": report["headline"],
         "beats_prior": beats_prior(rows[report["headline"]], rows[PRIOR_ENTRY]),
+        "paired_to_prior": report["differences"][f"{report['headline']} - {PRIOR_ENTRY}"],
         "gaps": report["gaps"],
         "localization": report["localization"],
         "paths": {
@@ -213,6 +214,15 @@ def _print_summary(console: Console, result: dict[str, Any]) -> None:
     console.print(table)
     beaten = [part for part, ok in result["beats_prior"].items() if ok]
     console.print(f"end to end beats the prior on: {', '.join(beaten) or 'nothing'}", highlight=False)
+    paired = result["paired_to_prior"]
+    parts = "; ".join(
+        f"{p} {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" for p, d in paired["parts"].items()
+    )
+    console.print(
+        f"end to end - prior, paired (95%): score {paired['value']:+.3f} "
+        f"[{paired['low']:+.3f}, {paired['high']:+.3f}]; {parts}",
+        highlight=False,
+    )
     for name, gap in result["gaps"].items():
         console.print(f"{name}: {gap:+.3f}", highlight=False)
     loc = result["localization"]["overall"]

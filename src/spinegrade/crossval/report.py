@@ -66,7 +66,7 @@ def build_report(
     paired = {}
     for name, (a, b) in differences.items():
         d = bootstrap_difference(labels, cut[a], cut[b], n=n_boot, seed=seed)
-        paired[name] = {"value": d["score"], "low": d["low"], "high": d["high"]}
+        paired[name] = {"value": d["score"], "low": d["low"], "high": d["high"], "parts": d["parts"]}
     return {
         **extra,
         "scores": scores,
@@ -98,10 +98,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", *(f"- {name}: {value:+.3f}" for name, value in report["gaps"].items())]
     if report.get("differences"):
         lines += ["", "Paired differences (negative: the first is better; 95% bootstrap interval):", ""]
-        lines += [
-            f"- {name}: {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-            for name, d in report["differences"].items()
-        ]
+        for name, d in report["differences"].items():
+            parts = "; ".join(
+                f"{p} {v['value']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+                for p, v in d.get("parts", {}).items()
+            )
+            lines.append(
+                f"- {name}: {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                + (f" ({parts})" if parts else "")
+            )
     lines += [
         "",
         "## Localisation (out-of-fold located vs labelled points)",

@@ -9,6 +9,8 @@ of the same rows on the same resamples, so the interval of their difference is p
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -109,9 +111,10 @@ def bootstrap_difference(
     n: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[str, float]:
-    """{"score", "low", "high", "n"} of score(pred) - score(baseline) on the same study resamples (paired);
-    negative = pred is better. Both must predict the same labelled targets."""
+) -> dict[str, Any]:
+    """{"score", "low", "high", "n", "parts"} of score(pred) - score(baseline) on the same study resamples
+    (paired; "parts": the same per part of the score); negative = pred is better. Both must predict the same
+    labelled targets."""
     a, b = predicted_rows(labels, pred), predicted_rows(labels, baseline)
     key_a = sorted(zip(a.study_id.tolist(), a.condition.tolist(), a.level.tolist(), strict=True))
     key_b = sorted(zip(b.study_id.tolist(), b.condition.tolist(), b.level.tolist(), strict=True))
@@ -119,7 +122,11 @@ def bootstrap_difference(
         raise DataError("bootstrap_difference: the two predictions score different labelled targets")
     (_, sums_a), (_, sums_b) = study_sums(a), study_sums(b)  # same studies, in the same (sorted) order
     counts = _counts(len(sums_a), n, seed)
-    values = _scores(counts @ sums_a)[:, 0] - _scores(counts @ sums_b)[:, 0]
+    values = _scores(counts @ sums_a) - _scores(counts @ sums_b)
     low, high = _bounds(values, level)
-    point = _scores(sums_a.sum(0, keepdims=True))[0, 0] - _scores(sums_b.sum(0, keepdims=True))[0, 0]
-    return {"score": float(point), "low": float(low), "high": float(high), "n": n}
+    point = _scores(sums_a.sum(0, keepdims=True))[0] - _scores(sums_b.sum(0, keepdims=True))[0]
+    parts = {
+        name: {"value": float(point[i]), "low": float(low[i]), "high": float(high[i])}
+        for i, name in enumerate(SCORE_PARTS, start=1)
+    }
+    return {"score": float(point[0]), "low": float(low[0]), "high": float(high[0]), "n": n, "parts": parts}

@@ -64,6 +64,12 @@ def predict_command(
         "--calibration",
         help="Calibration JSON from `spinegrade calibrate` (default: calibration.json in a --runs folder).",
     ),
+    stacking: Path | None = typer.Option(
+        None,
+        "--stacking",
+        help="Second stage grading each study's targets together (stacking.json from `spinegrade cv`; "
+        "default: stacking.json in a --runs folder). It replaces a calibration found beside it.",
+    ),
     ensemble_space: str | None = typer.Option(
         None,
         "--ensemble-space",
@@ -127,6 +133,7 @@ def predict_command(
             onnx_dir=bundle.onnx_dir if bundle else None,
             shard=parse_shard(shard),
             calibration=calibration,
+            stacking=stacking,
             space=ensemble_space,
             run_weights=weights,
         )
@@ -135,7 +142,8 @@ def predict_command(
     console.print(
         f"{summary.n_studies} studies ({summary.resumed} resumed) -> {summary.submission}; "
         f"details in {summary.details}\nseconds per study {per_study:.2f} ({stages})\n"
-        f"priors from {summary.prior_source}; calibration {summary.calibration}",
+        f"priors from {summary.prior_source}; stacking {summary.stacking}; "
+        f"calibration {summary.calibration}",
         highlight=False,
     )
     fallback = summary.studies_with_priors()

@@ -5,8 +5,10 @@ not grow with the number of studies. Whatever cannot be graded from images - a m
 series type, a point the locator did not find, a study that fails altogether - gets the per-level prior
 probabilities, a warning and a line in the closing summary; the other studies go on. Each study also gets
 OUT/studies/<study_id>.json (points, grades, problems); with `resume` a study whose JSON was written by the
-same models is taken from it instead of being graded again. A calibration (evaluation.calibration, given
-or stored as calibration.json with the runs) is applied to the submission's rows; the per-study JSONs keep
+same models is taken from it instead of being graded again. A second stage (evaluation.stacking, given or
+stored as stacking.json with the runs) grades each study's rows together, then a calibration
+(evaluation.calibration, given, or stored as calibration.json with the runs when no stacking is applied: a
+stacking refits each group's temperature itself) is applied to the submission's rows; the per-study JSONs keep
 the ensemble's own probabilities. <OUT stem>.ensemble.json beside OUT records the models, their weights,
 the averaging space and the calibration.
 """
@@ -28,6 +30,7 @@ from spinegrade import __version__
 from spinegrade.data.tables import SAMPLE_SUBMISSION, read_sample_submission
 from spinegrade.errors import DataError
 from spinegrade.evaluation.calibration import Calibration, find_calibration
+from spinegrade.evaluation.stacking import Stacking, find_stacking
 from spinegrade.fileio import write_atomic, write_csv_atomic
 from spinegrade.prediction.grade import Ensemble
 from spinegrade.prediction.grading import Locate, grade_study
@@ -100,6 +103,7 @@ def predict(
     shard: Shard | None = None,
     calibration: str | os.PathLike | None = None,
     space: str | None = None,
+    stacking: str | os.PathLike | None = None,
     run_weights: Sequence[float] | None = None,
 ) -> PredictionSummary:
     """Grade every test study of DATA_DIR and write the submission CSV `out` (see the module doc).
@@ -110,7 +114,8 @@ def predict(
     (measured: docs/results.md#inference); `workers` can read ahead instead.
     runtime "onnx" runs the networks with ONNX Runtime (a bundle's graphs in `onnx_dir`, else exported on
     loading). shard (i, n): grade only every n-th study from the i-th (0-based), for `spinegrade merge`.
-    calibration: a calibration JSON (default: calibration.json in a --runs folder, if any); space
+    stacking: a second stage's JSON (default: stacking.json in a --runs folder, if any); calibration: a
+    calibration JSON (default: calibration.json in a --runs folder, if any, when no stacking); space
     (probability or logit) and run_weights override an ensemble.json of the runs.
     Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
@@ -134,7 +139,12 @@ def predict(
     ensemble = Ensemble.load(
         runs, device=device, batch_size=batch_size, tta=tta, space=space, weights=run_weights
     )
-    calibration_path = Path(calibration) if calibration is not None else find_calibration(runs)
+    stacking_path = Path(stacking) if stacking is not None else find_stacking(runs)
+    stacker = Stacking.load(stacking_path) if stacking_path is not None else None
+    if calibration is not None:
+        calibration_path: Path | None = Path(calibration)
+    else:
+        calibration_path = find_calibration(runs) if stacker is None else None
     calibrator = Calibration.load(calibration_path) if calibration_path is not None else None
     locator = load_locator(locator_dir, device=device)
     if runtime == "onnx":
@@ -170,10 +180,16 @@ def predict(
 
     ordered = [results[p.study_id] for p in plans]
     rows = submission_frame(ordered, sample)
+    if stacker is not None:
+        rows = stacker.apply(rows)
     if calibrator is not None:
         rows = calibrator.apply(rows)
     write_csv_atomic(rows, out)
-    record = {**ensemble.describe(), "calibration": None if calibrator is None else str(calibration_path)}
+    record = {
+        **ensemble.describe(),
+        "stacking": None if stacker is None else str(stacking_path),
+        "calibration": None if calibrator is None else str(calibration_path),
+    }
     write_atomic(ensemble_record(out), json.dumps(record, indent=1) + "\n")
     fresh = [results[p.study_id] for p in todo]
     seconds = {
@@ -189,6 +205,7 @@ def predict(
         problems + [p for r in ordered for p in r.problems],
         resumed=len(plans) - len(todo),
         calibration="none" if calibrator is None else str(calibration_path),
+        stacking="none" if stacker is None else str(stacking_path),
     )
 
 

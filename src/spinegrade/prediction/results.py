@@ -86,6 +86,7 @@ class PredictionSummary:
     problems: list[Problem]
     resumed: int = 0
     calibration: str = "none"  # the calibration file applied to the submission's rows
+    stacking: str = "none"  # the second stage (evaluation.stacking) applied before it
 
     def studies_with_priors(self) -> dict[int, list[str]]:
         """study_id -> what went wrong in each study where some or all targets got prior probabilities."""
