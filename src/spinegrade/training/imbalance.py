@@ -30,7 +30,6 @@ N_CLASSES: Final = len(SEVERITIES)
 SamplerName = Literal["oversample", "smote"]
 SAMPLERS: Final[tuple[SamplerName, ...]] = ("oversample", "smote")
 CLASS_WEIGHT_MODES: Final = ("balanced", "challenge")
-ClassWeightMode = Literal["balanced", "challenge"]
 _GROUP_CODE: Final = np.array(
     [list(dict.fromkeys(GROUP_OF_CONDITION.values())).index(GROUP_OF_CONDITION[c]) for c in CONDITIONS]
 )
@@ -74,7 +73,7 @@ def parse_imbalance_list(text: str) -> list[Imbalance]:
     return list(dict.fromkeys(methods))
 
 
-def class_weights(severity: np.ndarray, mode: ClassWeightMode = "challenge") -> np.ndarray:
+def class_weights(severity: np.ndarray, mode: str = "challenge") -> np.ndarray:
     """Loss weight per class (float32 (3,)) from the training fold's severities.
 
     balanced: n / (3 * count) (a class absent from the fold gets 1: it never meets the loss);
