@@ -325,6 +325,16 @@ def test_train_locator_writes_every_file_and_metrics(tiny_run):
     assert metrics["by_series_type"]["Sagittal T2/STIR"]["located_share"] == 1.0
 
 
+def test_each_locator_logs_its_step_loss_and_learning_rate(tiny_run):
+    """The default logger (csv): OUT/logs/<slug>/metrics.csv, one row per logged step."""
+    root, _ = tiny_run
+    for slug in ("sagittal_t2", "sagittal_t1", "axial_t2"):
+        steps = pd.read_csv(root / "run" / "logs" / slug / "metrics.csv")
+        loss = steps.dropna(subset=["train/loss"])
+        assert len(loss) >= 2 and (loss["train/loss"] > 0).all()
+        assert steps["lr-AdamW"].dropna().gt(0).all() and steps["step"].is_monotonic_increasing
+
+
 def test_a_rerun_keeps_trained_series_types(tiny_run):
     from spinegrade.localization.train import train_locator
 

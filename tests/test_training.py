@@ -295,7 +295,11 @@ def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache,
     run = tmp_path / "run"
     result = train_run(cache, run, _config(epochs=1, loss="score", any_severe=1.0, side_flip=True))
     info = json.loads((run / "best.json").read_text())
-    assert info["side_flip"] is True and info["loss"] == {"name": "score", "any_severe": 1.0}
+    assert info["side_flip"] is True and info["loss"] == {
+        "name": "score",
+        "any_severe": 1.0,
+        "label_smoothing": 0.0,
+    }
     assert np.isfinite(result["score"])
     with pytest.raises(DataError, match="any_severe"):
         _config(any_severe=1.0)  # the term belongs to loss 'score'
@@ -384,3 +388,29 @@ def test_train_command_leaves_side_flip_to_the_recipe_unless_told(
     assert result.exit_code == 0, result.output
     assert seen["c"].side_flip is expected
     assert seen["c"].resolved().side_flip is (True if expected is None else expected)
+
+
+def test_tensorboard_logger_writes_step_loss_lr_and_the_score_beside_the_prior(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    """--logger tensorboard: event files TensorBoard's reader loads, with the curves a GPU user watches;
+    metrics.csv is written as without it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from spinegrade.training.runs import METRIC_COLUMNS
+
+    run = tmp_path / "run"
+    result = train_run(cache, run, _config(logger="tensorboard", epochs=3))
+    events = EventAccumulator(str(run / "logs" / "train"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "lr-AdamW", "train/epoch_loss", "val/score", "val/prior_score", "val/loss"} <= tags
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.columns) == list(METRIC_COLUMNS) and metrics["epoch"].tolist() == [0, 1, 2]
+    scores = [e.value for e in events.Scalars("val/score")]
+    assert scores == pytest.approx(metrics["val_score"].tolist(), rel=1e-5)
+    assert [e.value for e in events.Scalars("val/prior_score")] == pytest.approx([result["prior_score"]] * 3)
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps and steps == sorted(steps) and len(events.Scalars("lr-AdamW")) >= len(steps)
+    with pytest.raises(DataError, match="logger 'wandb' unknown; use one of csv, tensorboard"):
+        _config(logger="wandb")

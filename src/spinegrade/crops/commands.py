@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 
 _CROP_MM_DEFAULTS = ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
@@ -37,6 +38,7 @@ def prepare_command(
         help="Crop only shard i/n of the studies (0-based; e.g. a SLURM array); a last run without "
         "--shard merges.",
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Cut a 2.5D crop around every labelled point and cache them with study-level folds.
 

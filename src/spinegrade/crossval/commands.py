@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.errors import DataError
 from spinegrade.localization.settings import LocatorSettings
@@ -70,6 +71,11 @@ def cv_command(
     workers: int = typer.Option(0, "--workers", help="Processes reading studies ahead and cropping."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0: torch's default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the plan, the training and the jitter."),
+    logger: str = typer.Option(
+        "csv",
+        "--logger",
+        help="Training curves of every locator and classifier (their folder's logs/): csv or tensorboard.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the cv run in --out, reusing finished stages."
     ),
@@ -80,6 +86,7 @@ def cv_command(
         "(TrainConfig fields, e.g. smote:imbalance=smote, flip:side_flip=true) on the same folds, located "
         "points and crops; the report adds each with its paired difference to the headline. Repeatable.",
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Cross-validate the whole pipeline: the score to expect on unseen studies, with its interval.
 
@@ -118,6 +125,7 @@ def cv_command(
         devices=devices,
         workers=workers,
         threads=threads,
+        logger=logger,
         variants=parse_variants(variant),
     )
     cross_validate(data_dir, out, settings, folds_file=folds_file, resume=resume)

@@ -49,6 +49,7 @@ from spinegrade.localization.settings import LocatorSettings
 from spinegrade.prediction.results import StudyResult
 from spinegrade.prediction.studies import StudyPlan, series_type
 from spinegrade.runtime import timed_stage
+from spinegrade.training.loggers import check_logger
 from spinegrade.vocab import SEVERITIES
 
 if TYPE_CHECKING:
@@ -83,10 +84,12 @@ class CvSettings:
     workers: int = 0  # processes reading studies ahead / cutting crops (0: in this process)
     threads: int = 1  # torch CPU threads
     n_boot: int = 2000
+    logger: str = "csv"  # the locators' and classifiers' training curves (training.loggers)
     # name -> TrainConfig overrides (crossval.variants), trained at the headline training points
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_logger(self.logger)
         unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
         if unknown or not self.train_points:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
@@ -258,6 +261,7 @@ def cross_validate(
                     threads=settings.threads,
                     folds_file=plan_file,
                     evaluate=False,
+                    logger=settings.logger,
                     progress=console.is_terminal,
                 )
         with timed_stage(console, timings, "locate held-out studies", prefix="cv: "):
@@ -302,6 +306,7 @@ def cross_validate(
                 accelerator=settings.accelerator,
                 devices=settings.devices,
                 threads=settings.threads,
+                logger=settings.logger,
             )
             for member in _members(settings):
                 overrides = settings.variants.get(member.variant or "", {})

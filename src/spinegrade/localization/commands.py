@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.localization.settings import LocatorSettings
 
 _DEFAULTS = LocatorSettings()
@@ -48,6 +49,9 @@ def train_locator_command(
     threads: int = typer.Option(
         1, "--threads", help="torch CPU threads (0: torch's default); 1 is fastest on shared cores."
     ),
+    logger: str = typer.Option(
+        "csv", "--logger", help="Training curves in OUT/logs/<series type>: csv or tensorboard."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain series types already trained in OUT."),
     folds_file: Path | None = typer.Option(
         None,
@@ -55,6 +59,7 @@ def train_locator_command(
         help="The fold plan to use (e.g. CACHE/folds.csv from prepare); default: "
         "assigned from train.csv exactly as prepare does.",
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Train one heatmap locator per series type and measure it on the held-out fold.
 
@@ -91,6 +96,7 @@ def train_locator_command(
         strategy=strategy,
         num_nodes=num_nodes,
         folds_file=folds_file,
+        logger=logger,
     )
     if not metrics:  # a DDP rank other than 0: rank 0 reports
         return

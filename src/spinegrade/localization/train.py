@@ -52,6 +52,7 @@ from spinegrade.localization.targets import (
     series_targets,
 )
 from spinegrade.runtime import torch_threads
+from spinegrade.training.loggers import LOG_EVERY_N_STEPS, check_logger, training_logger
 from spinegrade.training.runs import versions, write_json
 
 
@@ -76,7 +77,7 @@ class LocatorModule(L.LightningModule):
             on_slice = ~slices.isnan()
             target = gaussian_1d(slices, slice_logits.shape[-1], s.slice_sigma)
             loss = loss + masked_mean(-(target * F.log_softmax(slice_logits, -1)).sum(-1), on_slice)
-        self.log("loss", loss, prog_bar=True, batch_size=len(images))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
     def configure_optimizers(self):
@@ -170,6 +171,8 @@ def fit(
     progress: bool,
     strategy: str = "auto",
     num_nodes: int = 1,
+    log_dir: Path | None = None,
+    logger: str = "csv",
 ) -> LocatorNet:
     """Train a fresh network of the task on its samples (Lightning; quiet apart from the progress bar).
 
@@ -179,6 +182,7 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
     dataset = LocatorDataset(samples, task)
+    curves, lr_monitor = training_logger(logger, log_dir, task.slug) if log_dir else (False, [])
     with quiet_lightning():
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -187,11 +191,12 @@ def fit(
             num_nodes=num_nodes,
             use_distributed_sampler=False,
             max_epochs=settings.epochs,
-            logger=False,
+            logger=curves,
+            log_every_n_steps=LOG_EVERY_N_STEPS,
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=progress,
-            callbacks=[RichProgressBar(leave=False)] if progress else [],
+            callbacks=[*lr_monitor, *([RichProgressBar(leave=False)] if progress else [])],
             num_sanity_val_steps=0,
         )
         per_rank = -(-settings.epoch_samples(len(samples)) // trainer.world_size)
@@ -246,6 +251,7 @@ def train_locator(
     num_nodes: int = 1,
     folds_file: str | Path | None = None,
     evaluate: bool = True,
+    logger: str = "csv",
 ) -> dict:
     """Train the locators of the three series types on the training folds and evaluate on the held-out fold.
 
@@ -258,9 +264,11 @@ def train_locator(
     other ranks return {}.
     folds_file: reuse that fold plan (else the plan is assigned from train.csv, as `prepare` does).
     evaluate=False skips locating the validation studies (cv locates them itself): metrics.json then
-    holds only the training times.
+    holds only the training times. logger: csv or tensorboard, each task's curves in OUT/logs/<slug>
+    (training.loggers).
     """
     data_dir, out = Path(data_dir), Path(out)
+    check_logger(logger)
     data = load_rsna(data_dir, "train")
     if not data.has_images:
         raise DataError(f"{data.image_dir} not found: training the locator needs the DICOM images")
@@ -282,6 +290,7 @@ def train_locator(
                 "num_nodes": num_nodes,
                 "workers": workers,
                 "threads": threads,
+                "logger": logger,
                 "val_studies": sorted(val_ids),
                 "folds": plan_summary(folds),
             },
@@ -309,6 +318,8 @@ def train_locator(
                 workers,
                 strategy=strategy,
                 num_nodes=num_nodes,
+                log_dir=out,
+                logger=logger,
             )
             if net is None:
                 console.print(f"{task.slug}: no labelled {task.series_type} series in the training studies")
@@ -355,6 +366,8 @@ def train_task(
     *,
     strategy: str = "auto",
     num_nodes: int = 1,
+    log_dir: Path | None = None,
+    logger: str = "csv",
 ) -> tuple[LocatorNet | None, int]:
     """Read the task's labelled series of `train_ids` and fit a network; (None, 0) without samples."""
     labelled = labelled_rows(data, task, train_ids)
@@ -375,6 +388,8 @@ def train_task(
         progress=progress,
         strategy=strategy,
         num_nodes=num_nodes,
+        log_dir=log_dir,
+        logger=logger,
     )
     return net, len(samples)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
+
 
 def predict_command(
     data_dir: Path = typer.Argument(
@@ -79,6 +81,7 @@ def predict_command(
     run_weights: str | None = typer.Option(
         None, "--run-weights", help="Comma list of one weight per run, in the order the runs are found."
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Grade every test study end to end (read, locate, crop, classify) and write a submission CSV.
 

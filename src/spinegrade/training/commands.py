@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from spinegrade.configfile import config_option
 from spinegrade.errors import DataError
 from spinegrade.models.registry import Recipe, list_models, recipe_for
 from spinegrade.training.runs import TrainConfig
@@ -178,9 +179,16 @@ def train_command(
         help="Weight of a per-study any_severe_spinal term (with --loss score); batches then keep each "
         "study's spinal crops together.",
     ),
+    logger: str = typer.Option(
+        D["logger"],
+        "--logger",
+        help="Training curves in RUN/logs: csv (Lightning's CSVLogger) or tensorboard (pip install "
+        "'spinegrade[tensorboard]'; tensorboard --logdir RUN/logs). metrics.csv is written either way.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run(s) in --out from their last checkpoint."
     ),
+    config: Path | None = config_option(),
 ) -> None:
     """Train the severity classifier on a crop cache and score it on the validation fold.
 
@@ -192,7 +200,7 @@ def train_command(
     from spinegrade.training.imbalance import parse_imbalance_list
     from spinegrade.training.train import TrainConfig, train
 
-    config = TrainConfig(
+    settings = TrainConfig(  # `config` is the --config file, read into the defaults before this runs
         class_weights=class_weights,
         smote_space=smote_space,
         epochs=epochs,
@@ -217,12 +225,13 @@ def train_command(
         prior_shift=prior_shift,
         loss=loss,
         any_severe=any_severe,
+        logger=logger,
     )
     n_folds = int(CropCache.open(cache).meta.get("n_folds", 5))
     train(
         cache,
         out,
-        config,
+        settings,
         archs=[a.strip() for a in arch.split(",") if a.strip()],
         imbalances=parse_imbalance_list(imbalance),
         folds=_folds(folds, n_folds),

@@ -36,6 +36,7 @@ from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
 from spinegrade.training.augment import AugmentConfig, augment_batch
 from spinegrade.training.datamodule import as_batch
+from spinegrade.training.loggers import log_epoch
 from spinegrade.training.runs import LOSSES, METRIC_COLUMNS, METRICS, STAGES, write_csv
 from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, make_row_id
 
@@ -175,6 +176,7 @@ class ScoredModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self.logits(batch), batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["severity"]))
         self._loss_sum += torch.stack(
             [loss.detach() * len(batch["severity"]), loss.new_tensor(len(batch["severity"]))]
         )
@@ -209,7 +211,7 @@ class ScoredModule(pl.LightningModule):
             "val_loss": val_loss,
             **evaluate(prediction_frame(self.cache_index, row_ids, probs_np)),
         }
-        self.log("val_score", self.val_result["score"], sync_dist=False)
+        self.log("val_score", self.val_result["score"], sync_dist=False, logger=False)  # loggers: MetricsLog
         self._outputs = []
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
@@ -344,6 +346,15 @@ class MetricsLog(pl.Callback):
             "seconds": round(time.perf_counter() - self._started, 2),
         }
         self.rows.append(row)
+        epoch_metrics = {
+            f"val/{c.removeprefix('val_')}": row[c] for c in METRIC_COLUMNS[3:12] if row[c] is not None
+        }
+        log_epoch(
+            trainer.loggers,
+            {"epoch": row["epoch"], "train/epoch_loss": row["train_loss"], **epoch_metrics},
+            trainer.global_step,
+            layout=len(self.rows) == 1,
+        )
         if not trainer.is_global_zero:
             return
         write_csv(self.path, pd.DataFrame(self.rows, columns=METRIC_COLUMNS))

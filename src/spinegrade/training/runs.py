@@ -122,10 +122,13 @@ class TrainConfig:
     loss: str = "weighted-ce"
     any_severe: float = 0.0  # weight of the in-batch any_severe_spinal term of loss "score"
     label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
+    logger: str = "csv"  # training curves in RUN/logs (training.loggers): csv or tensorboard
 
     def __post_init__(self) -> None:
         from spinegrade.models.classifier import CONDITIONINGS
+        from spinegrade.training.loggers import check_logger
 
+        check_logger(self.logger)
         parse_imbalance(self.imbalance)
         checks = {
             "class_weights": (self.class_weights in CLASS_WEIGHT_MODES, CLASS_WEIGHT_MODES),

@@ -68,6 +68,7 @@ from spinegrade.training.imbalance import (
     prior_shift,
     smote_resample,
 )
+from spinegrade.training.loggers import LOG_EVERY_N_STEPS, training_logger
 from spinegrade.training.module import (
     GradingModule,
     HeadModule,
@@ -164,8 +165,14 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def _trainer(
-    config: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], max_epochs: int | None, **kw: Any
+    config: TrainConfig,
+    run_dir: Path,
+    callbacks: list[pl.Callback],
+    max_epochs: int | None,
+    stage: str = "train",
+    **kw: Any,
 ) -> pl.Trainer:
+    logger, logging_callbacks = training_logger(config.logger, run_dir, stage)
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator=config.accelerator,
@@ -175,8 +182,9 @@ def _trainer(
         # a Lightning precision name, which Lightning checks (its annotation is a Literal of them)
         precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]
         gradient_clip_val=config.grad_clip or None,
-        callbacks=callbacks,
-        logger=False,
+        callbacks=[*callbacks, *logging_callbacks],
+        logger=logger,
+        log_every_n_steps=LOG_EVERY_N_STEPS,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -351,7 +359,9 @@ def _smote_head(
         ModelExport(run_dir, head_info, name=BEST, keep=config.keep),
     ]
     head_config = replace(config, precision="32-true", devices="1", strategy="auto", num_nodes=1)
-    trainer = _trainer(head_config, run_dir, callbacks, config.head_epochs, enable_checkpointing=False)
+    trainer = _trainer(
+        head_config, run_dir, callbacks, config.head_epochs, stage="head", enable_checkpointing=False
+    )
     trainer.fit(module, datamodule=features)
 
 
