@@ -151,9 +151,14 @@ def main() -> None:
     parser.add_argument("--studies", default="50,150,400", help="Training studies per size, comma-separated.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the phantom, the folds and training.")
     parser.add_argument("--out", type=Path, required=True, help="Folder of the phantoms, cv runs and figure.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the demo's; 1 on shared cores)"
+    )
     args = parser.parse_args()
     console = Console(stderr=True, width=120)
     settings = DemoSettings()
+    if args.threads is not None:
+        settings = replace(settings, threads=args.threads)
     for studies in (int(s) for s in args.studies.split(",") if s.strip()):
         row = run_size(args.out, studies, args.seed, settings, console)
         print(json.dumps(row), flush=True)
