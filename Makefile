@@ -4,8 +4,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.spinegrade-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint venv clean wheelhouse
+.PHONY: demo test lint docs typecheck venv clean wheelhouse
 
 venv: $(STAMP)
 
@@ -20,7 +21,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck docs
 	$(PY) -m pytest -q
+
+# mypy on src/ (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# The docs site (mkdocs.yml) into site/, strict: a broken link, anchor or missing page fails the build
+# (not --quiet, which hides the warnings that strict mode counts).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,4 +46,4 @@ wheelhouse: $(STAMP)
 		$(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) $(if $(PLATFORM),--platform $(PLATFORM))
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out site .pytest_cache .ruff_cache

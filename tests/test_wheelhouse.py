@@ -50,6 +50,7 @@ def test_wheel_installs_offline_and_predicts_with_a_bundle(tmp_path: Path) -> No
     _run([str(python), *install, "--no-deps", "--ignore-installed", "--quiet", "spinegrade"], env)
     where = _run([str(python), "-c", "import spinegrade; print(spinegrade.__file__)"], env).strip()
     assert Path(where).is_relative_to(site), where
+    assert (Path(where).parent / "py.typed").is_file(), "the wheel does not ship py.typed (PEP 561)"
 
     data = tmp_path / "data"
     write_phantom(data, 2, 0, size=64, test_studies=1, workers=1, progress=False)

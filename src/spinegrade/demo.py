@@ -257,5 +257,7 @@ def demo_command(
     Example: spinegrade demo --out demo_out --quick
     """
     settings = QUICK if quick else DemoSettings()
-    settings = replace(settings, seed=seed, **({"studies": studies} if studies else {}))
+    settings = replace(settings, seed=seed)
+    if studies:
+        settings = replace(settings, studies=studies)
     run_demo(out, settings)

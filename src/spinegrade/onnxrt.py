@@ -4,8 +4,7 @@ A classifier is exported as x, condition, level -> probabilities; a locator as x
 logits for the sagittal ones), the batch dimension left free. The runtime objects stand in for the torch
 modules where prediction calls them (`predict_proba`, the locator net's call) and take and give torch
 tensors, so grading and locating run unchanged. Export checks ONNX Runtime against torch on a random input
-(within TOLERANCE). Measured on efficientnet_b0 (25 crops of 5 x 64 px, one thread): 2-3x faster than
-eager torch (bench/predict.py).
+(within TOLERANCE). On CPU it is faster than eager torch (measured: docs/results.md#inference).
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def _export(
         torch.onnx.export(
             module,
             args,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a binary file works too; the annotation names paths only
             input_names=inputs,
             output_names=outputs,
             dynamic_axes={name: {0: "batch"} for name in inputs + outputs},
@@ -84,9 +83,11 @@ def _check(name: str, expected: list[torch.Tensor], got: list[np.ndarray]) -> fl
 
 
 def export_classifier(
-    model: SpineClassifier, k: int, size: int, name: str = "classifier"
+    model: SpineClassifier | OnnxClassifier, k: int, size: int, name: str = "classifier"
 ) -> tuple[bytes, float]:
     """The classifier as ONNX bytes and the largest difference from torch on a random probe batch."""
+    if isinstance(model, OnnxClassifier):
+        raise DataError(f"{name} already runs on ONNX Runtime: export it from its torch weights")
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(PROBE_BATCH, k, size, size, generator=generator)
     condition = torch.arange(PROBE_BATCH, dtype=torch.int64) % len(CONDITIONS)
@@ -101,6 +102,8 @@ def export_classifier(
 
 def export_locator(model: LocatorModel) -> tuple[bytes, float]:
     """A locator network as ONNX bytes and its largest difference from torch on a random probe."""
+    if not isinstance(model.net, nn.Module):
+        raise DataError(f"{model.task.slug} already runs on ONNX Runtime: export it from its torch weights")
     s = model.settings
     channels = s.depth if model.task.volume else s.context
     x = torch.rand(

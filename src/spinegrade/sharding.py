@@ -7,14 +7,16 @@ studies is fixed by the data, so the shards are disjoint and together hold every
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 from spinegrade.errors import DataError
 
 T = TypeVar("T")
 
 
-class Shard(NamedTuple):
+@dataclass(frozen=True)
+class Shard:
     """Shard `index` of `count` (0 <= index < count)."""
 
     index: int

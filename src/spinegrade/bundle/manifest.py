@@ -174,7 +174,8 @@ def _compare(file: Path, recorded: Mapping[str, Any], actual: Mapping[str, Any])
 def _warn_versions(root: Path, recorded: Mapping[str, str | None]) -> None:
     here = library_versions()
     for name in LIBRARIES:
-        if recorded.get(name) and here.get(name) and not _same_release(recorded[name], here[name]):
+        then, now = recorded.get(name), here.get(name)
+        if then and now and not _same_release(then, now):
             warnings.warn(
                 f"{root} was exported with {name} {recorded[name]}, this is {here[name]}",
                 BundleWarning,

@@ -9,6 +9,8 @@ import typer
 from spinegrade.configfile import config_option
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 
+_CROP_MM_DEFAULTS = ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
+
 
 def prepare_command(
     data_dir: Path = typer.Argument(
@@ -16,12 +18,12 @@ def prepare_command(
     ),
     out: Path = typer.Option(..., "--out", help="Cache folder to write (created; resumed if interrupted)."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
-    size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels: 64 on CPU, 128+ on a GPU."),
+    size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels (128+ on a GPU)."),
     crop_mm: str = typer.Option(
         "",
         "--crop-mm",
         help="Crop side in mm per condition group, e.g. spinal=48,foraminal=40,subarticular=48 "
-        f"(defaults: {', '.join(f'{g}={mm:g}' for g, mm in DEFAULT_CROP_MM.items())}).",
+        f"(defaults: {_CROP_MM_DEFAULTS}).",
     ),
     folds: int = typer.Option(DEFAULT_FOLDS, "--folds", help="Study-level cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),

@@ -132,13 +132,13 @@ def _crop_study(job: StudyJob) -> StudyResult:
         return StudyResult(job.study_id, 0, failures, quirks)
     tmp = job.shard.with_name(job.shard.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            crops=crops,
-            instances=instances.astype(str),
-            n_rows=np.int64(len(job.rows)),
+        arrays: dict[str, Any] = {
+            "crops": crops,
+            "instances": instances.astype(str),
+            "n_rows": np.int64(len(job.rows)),
             **_shard_arrays(job.rows),
-        )
+        }
+        np.savez(f, **arrays)
     os.replace(tmp, job.shard)
     return StudyResult(job.study_id, len(job.rows), [], quirks)
 

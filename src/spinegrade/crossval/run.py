@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
 from rich.console import Console
@@ -51,6 +51,9 @@ from spinegrade.prediction.studies import StudyPlan, series_type
 from spinegrade.runtime import timed_stage
 from spinegrade.training.loggers import check_logger
 from spinegrade.vocab import SEVERITIES
+
+if TYPE_CHECKING:
+    from spinegrade.prediction.grading import Locate
 
 SETTINGS_FILE: Final = "cv.json"
 PRIOR_ENTRY: Final = "prior (training folds)"
@@ -162,6 +165,7 @@ def locate_fold(
 
     locator = load_locator(locator_dir)
     coordinates = data.coordinates
+    assert coordinates is not None  # the train split's
     located, errors, problems = [], [], []
     with _progress(console) as bar:
         task = bar.add_task(f"locating {locator_dir.parent.name}", total=len(study_ids))
@@ -242,6 +246,7 @@ def cross_validate(
                 workers=max(settings.workers, 1),
                 console=console,
             )
+            assert cache is not None  # not sharded: prepare returns the merged cache
         with timed_stage(
             console, timings, f"locators (folds {','.join(map(str, located_folds))})", prefix="cv: "
         ):
@@ -399,6 +404,11 @@ def _file_key(mode: str, modes: Sequence[str]) -> str:
     return "" if mode == modes[0] else f"{mode}_"
 
 
+def _given(points: pd.DataFrame) -> Locate:
+    """A Locate that returns points located beforehand (cv locates each fold's studies once)."""
+    return lambda _series: points
+
+
 def grade_folds(
     data: RsnaData,
     out: Path,
@@ -434,7 +444,7 @@ def grade_folds(
             for images in read_studies(study_plans(data, ids), settings.workers):
                 points = by_study.get(images.study_id, pd.DataFrame())
                 for key, ensemble in ensembles.items():
-                    rows = grade_study(images, lambda _s, p=points: p, ensemble, priors).rows()
+                    rows = grade_study(images, _given(points), ensemble, priors).rows()
                     parts.setdefault(key, []).append(rows)
                     if not ensemble.shifts and not key.startswith("raw_"):  # raw = corrected here
                         parts.setdefault(f"raw_{key}", []).append(rows)

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import typer
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from spinegrade.data.tables import RsnaData
 
 # The files whose presence says a split is there at all (then load_rsna insists on all of its CSVs).
-_SPLIT_MARKERS = {
+_SPLIT_MARKERS: Final[dict[Literal["train", "test"], tuple[str, ...]]] = {
     "train": ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv", "train_images"),
     "test": ("test_series_descriptions.csv", "test_images"),
 }
@@ -67,7 +67,7 @@ def inspect_dataset(data_dir: str | os.PathLike, *, progress: bool = True) -> di
         if split == "test":
             test_studies = set(studies)
         report["series_per_type"][split] = _counts(data.descriptions["series_description"])
-        if split == "train":
+        if data.labels is not None and data.coordinates is not None:  # the train split's
             report["labels"], report["class_counts"] = _label_summary(data.labels)
             report["coordinates"] = {
                 "points": len(data.coordinates),

@@ -10,8 +10,8 @@ challenge score (evaluation.score, the exact metric) of the out-of-fold predicti
    probability gets its severe probability multiplied by `spinal_severe_boost` and its row renormalised (a
    public top solution used 1.25). Rows stay probabilities that sum to 1.
 
-Temperature alone is the default: on phantom OOF predictions already corrected by the prior shift, bias
-and boost did not add to it out of fold (README).
+Temperature alone is the default: bias and boost did not add to it out of fold (measured:
+docs/results.md#variants).
 
 `nested_calibrated_oof` calibrates each fold with a calibration fitted on the other folds, so the gain it
 shows is itself out of fold. The fit adds a ridge penalty |theta|^2 / (2 n_studies) on the parameters

@@ -20,7 +20,7 @@ from spinegrade.vocab import SEVERITIES
 SPACES: Final = ("probability", "logit")
 
 
-def model_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+def model_weights(weights: Sequence[float] | np.ndarray | None, n: int) -> np.ndarray:
     """Normalised weights of n models (equal when None); DataError for a wrong count or a bad weight."""
     if weights is None:
         return np.full(n, 1.0 / n)
@@ -31,7 +31,9 @@ def model_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
 
 
 def average_probabilities(
-    probs: Sequence[np.ndarray], weights: Sequence[float] | None = None, space: str = "probability"
+    probs: Sequence[np.ndarray],
+    weights: Sequence[float] | np.ndarray | None = None,
+    space: str = "probability",
 ) -> np.ndarray:
     """The (n, 3) average of models' (n, 3) probabilities in `space` (see the module doc)."""
     if space not in SPACES:

@@ -76,7 +76,8 @@ def reliability_table(y_true: np.ndarray, probs: np.ndarray, n_bins: int = N_BIN
 def _one_vs_rest(y_true: np.ndarray, probs: np.ndarray, notes: list[str]) -> tuple[list, list]:
     """One-vs-rest ROC AUC and average precision per class; None (and a note) where a class is absent or is
     every row (one of the two ROC classes would be empty)."""
-    aucs, aps = [], []
+    aucs: list[float | None] = []
+    aps: list[float | None] = []
     for c, name in enumerate(SEVERITIES):
         positive = y_true == c
         if positive.all() or not positive.any():

@@ -24,7 +24,7 @@ def level_priors(labels_long: pd.DataFrame, weighted: bool = False, smoothing: f
     loss of each level (the per-group terms of the challenge score). A (condition, level) without any label
     gets the frequencies pooled over all labels. `smoothing` is a pseudo-count added to every class (0.5: the
     Jeffreys prior), so a class unseen in a small sample (a fold of a phantom) does not get probability 0
-    and an infinite log loss; on the real 1,975 studies it moves the scores by < 0.001.
+    and an infinite log loss; on the real data its effect is negligible (docs/results.md#phantom).
     Returns DataFrame[condition, level, normal_mild, moderate, severe], one row per target (TARGETS order).
     """
     missing = {"condition", "level", "severity"} - set(labels_long.columns)

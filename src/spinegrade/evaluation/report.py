@@ -42,7 +42,7 @@ def build_report(
     *,
     counts: dict[str, int] | None = None,
     warnings: Sequence[str] = (),
-    inputs: dict[str, str] | None = None,
+    inputs: dict[str, str | None] | None = None,
     eps: float = EPS,
 ) -> dict:
     """Everything the report states, JSON-serialisable: the score and its four parts at the top level, counts,

@@ -53,8 +53,8 @@ def clip_normalize(probs: np.ndarray, eps: float = EPS) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _warn_unnormalized(probs: np.ndarray) -> None:
-    """Warn (EvaluationWarning) when some row of `probs` does not sum to 1 within 1e-3."""
+def _warn_unnormalized(probs: np.ndarray) -> int:
+    """Warn (EvaluationWarning) when some row of `probs` does not sum to 1 within 1e-3; returns how many."""
     off = np.abs(probs.sum(axis=1) - 1.0) > _SUM_TOLERANCE
     n_off = int(off.sum())
     if n_off:

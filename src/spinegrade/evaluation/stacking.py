@@ -150,9 +150,9 @@ class Stacking:
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: bad stacking field ({type(exc).__name__}: {exc})") from None
         shapes_ok = means.shape == (len(CONDITIONS), len(LEVELS)) and all(
-            (coef[g] is None) == (intercept[g] is None)
-            and (coef[g] is None or (coef[g].shape == (3, len(FEATURES)) and intercept[g].shape == (3,)))
-            for g in GROUPS
+            (c is None and i is None)
+            or (c is not None and i is not None and c.shape == (3, len(FEATURES)) and i.shape == (3,))
+            for c, i in ((coef[g], intercept[g]) for g in GROUPS)
         )
         finite = all(
             np.isfinite(a).all() for a in (means, *coef.values(), *intercept.values()) if a is not None
@@ -161,8 +161,8 @@ class Stacking:
             raise DataError(f"{source}: stacking arrays have the wrong shape or non-finite values")
         return cls(
             means=means.tolist(),
-            coef={g: None if coef[g] is None else coef[g].tolist() for g in GROUPS},
-            intercept={g: None if intercept[g] is None else intercept[g].tolist() for g in GROUPS},
+            coef={g: None if (c := coef[g]) is None else c.tolist() for g in GROUPS},
+            intercept={g: None if (i := intercept[g]) is None else i.tolist() for g in GROUPS},
             fitted=dict(data.get("fitted", {})),
         )
 

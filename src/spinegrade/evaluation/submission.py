@@ -26,7 +26,7 @@ def _source(frame: pd.DataFrame) -> str:
     return frame.attrs.get("file", "submission")
 
 
-def _where(frame: pd.DataFrame, index: object) -> str:
+def _where(frame: pd.DataFrame, index: int) -> str:
     """'sub.csv line 7' for a frame read from a file, 'submission row 5' for one built in memory."""
     if "file" in frame.attrs:
         return f"{frame.attrs['file']} line {int(index) + 2}"

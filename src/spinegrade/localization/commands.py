@@ -17,9 +17,7 @@ def train_locator_command(
         ..., help="Dataset folder in the RSNA layout (train.csv, train_images/...)."
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the locators, config, versions and metrics."),
-    size: int = typer.Option(
-        _DEFAULTS.size, "--size", help="Input side in pixels (128 on CPU, 256 on a GPU)."
-    ),
+    size: int = typer.Option(_DEFAULTS.size, "--size", help="Input side in pixels (256 on a GPU)."),
     depth: int = typer.Option(
         _DEFAULTS.depth, "--depth", help="Sagittal slices resampled to this many channels."
     ),

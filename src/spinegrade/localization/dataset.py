@@ -79,11 +79,11 @@ def make_samples(
         stack = series_stack(series, size)
         rows, cols = series.pixels.shape[1:]
         for t in targets:
-            image = (
-                volume_input(stack, depth)
-                if task.volume
-                else slice_input(stack, t.slice_index, context, series)
-            )
+            if task.volume:
+                image = volume_input(stack, depth)
+            else:
+                assert t.slice_index is not None  # a slice task's targets are per labelled slice
+                image = slice_input(stack, t.slice_index, context, series)
             images.append(image.half().numpy())
             points.append(
                 np.stack([rescale(t.points[:, 0], cols, size), rescale(t.points[:, 1], rows, size)], 1)

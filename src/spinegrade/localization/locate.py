@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from spinegrade.localization.targets import (
 )
 from spinegrade.vocab import LEVELS
 
+if TYPE_CHECKING:
+    from spinegrade.onnxrt import OnnxLocatorNet
+
 LOCATION_COLUMNS: Final = (
     "condition",
     "level",
@@ -55,7 +58,7 @@ class LocatorModel:
     """One trained locator in eval mode with the settings it was trained with."""
 
     task: Task
-    net: LocatorNet
+    net: LocatorNet | OnnxLocatorNet  # torch, or its ONNX Runtime stand-in
     settings: LocatorSettings
 
 
@@ -112,7 +115,7 @@ def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locato
                 rows += locate_sagittal(model, series_by_type.get(model.task.series_type, []), locator.device)
         axial = locator.models.get("axial_t2")
         series_list = series_by_type.get(axial.task.series_type, []) if axial is not None else []
-        if series_list:
+        if axial is not None and series_list:
             by_id = {s.series_id: s for group in series_by_type.values() for s in group}
             anchors = level_anchors(rows, by_id)
             rows += locate_axial(axial, series_list, anchors, locator.device)
@@ -126,6 +129,7 @@ def locate_sagittal(model: LocatorModel, series_list: Sequence[Series], device: 
     for series in series_list:
         volume = volume_input(series_stack(series, s.size), s.depth)
         heatmaps, slice_logits = model.net(volume[None].to(device))
+        assert slice_logits is not None  # volume tasks have a slice head
         xy, confidence = decode_heatmaps(heatmaps[0].cpu())
         position, slice_confidence = decode_slices(slice_logits[0].cpu())
         n = len(series)
@@ -137,7 +141,9 @@ def locate_sagittal(model: LocatorModel, series_list: Sequence[Series], device: 
         scores = (confidence * slice_confidence).numpy()
         for p, (condition, level) in enumerate(model.task.points):
             if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
-                best[(condition, level)] = _row(condition, level, series, indices[p], xs[p], ys[p], scores[p])
+                best[(condition, level)] = _row(
+                    condition, level, series, indices[p], float(xs[p]), float(ys[p]), float(scores[p])
+                )
     return list(best.values())
 
 
@@ -168,6 +174,7 @@ def axial_slice_for_point(axials: Sequence[Series], point: np.ndarray) -> tuple[
         fraction, x, y = series.patient_to_pixel(point)
         rows, cols = series.pixels.shape[1:]
         inside = -0.5 <= fraction <= len(series) - 0.5 and 0 <= x <= cols - 1 and 0 <= y <= rows - 1
+        assert series.slice_orientations is not None  # Series fills it on construction
         normal = np.cross(*series.slice_orientations[index])
         distance = abs(float((point - series.positions[index]) @ normal))
         if inside and distance < best_distance:
@@ -180,8 +187,8 @@ def locate_axial(
 ) -> list[dict]:
     """Left and right subarticular points on the axial slice through each anchored level."""
     s = model.settings
-    picks = {lv: axial_slice_for_point(axials, p) for lv, p in anchors.items()}
-    picks = {lv: pick for lv, pick in picks.items() if pick is not None}
+    found = {lv: axial_slice_for_point(axials, p) for lv, p in anchors.items()}
+    picks = {lv: pick for lv, pick in found.items() if pick is not None}
     if not picks:
         return []
     chosen = list(picks.values())

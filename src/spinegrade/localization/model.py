@@ -7,13 +7,13 @@ are pooled with the point's own heatmap (softmax attention), so the slice decisi
 is, and a per-point linear layer turns them into logits.
 
 Why a volume (slices as channels) rather than 2.5D (each slice with its neighbours, scored per slice): one
-forward pass per series instead of one per slice. Measured on CPU (mobilenetv3_small_100, 128 px, one
-thread): 10 ms per 17-slice series as a 24-channel volume vs 105 ms as 17 three-channel inputs, and 35 vs
-433 ms per training sample, so 2.5D would not fit the CPU budget; the volume model reaches a mean slice
-error of 0.3-0.5 slices on the phantom.
+forward pass per series instead of one per slice, about 10x cheaper, and slice errors well under one slice
+(measured: docs/results.md#locators).
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import timm
 import torch
@@ -38,7 +38,7 @@ class LocatorNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = timm.create_model(arch, features_only=True, pretrained=False, in_chans=in_chans)
-        info = self.encoder.feature_info
+        info = cast(timm.models.FeatureInfo, self.encoder.feature_info)
         keep = [i for i, r in enumerate(info.reduction()) if r >= out_stride]
         if not keep or info.reduction()[keep[0]] != out_stride:
             raise ValueError(f"{arch} has no feature map at stride {out_stride}: {info.reduction()}")

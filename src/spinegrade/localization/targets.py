@@ -13,7 +13,7 @@ Gaussian, where a windowed soft-argmax is biased towards the peak pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,10 @@ TASKS: Final = (
 TASK_BY_SLUG: Final = {t.slug: t for t in TASKS}
 
 
-def rescale(coords: np.ndarray | torch.Tensor, old: float, new: float) -> np.ndarray | torch.Tensor:
+Coords = TypeVar("Coords", float, np.ndarray, torch.Tensor)
+
+
+def rescale(coords: Coords, old: float, new: float) -> Coords:
     """Map pixel-centre coordinates from a grid of `old` pixels to one of `new` pixels along one axis."""
     return (coords + 0.5) * (new / old) - 0.5
 

@@ -84,7 +84,7 @@ class LocatorModule(L.LightningModule):
         s = self.settings
         optimizer = torch.optim.AdamW(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=s.lr, total_steps=self.trainer.estimated_stepping_batches, pct_start=0.15
+            optimizer, max_lr=s.lr, total_steps=int(self.trainer.estimated_stepping_batches), pct_start=0.15
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -111,6 +111,7 @@ def model_info(task: Task, settings: LocatorSettings, n_samples: int) -> dict:
 def labelled_rows(data: RsnaData, task: Task, study_ids: set[int]) -> pd.DataFrame:
     """Coordinate rows of the task's conditions on series of the task's type in `study_ids`."""
     d, coords = data.descriptions, data.coordinates
+    assert coords is not None  # the train split's
     wanted = d[d["study_id"].isin(study_ids) & (d["series_description"] == task.series_type)]
     coords = coords[coords["condition"].isin(task.conditions)]
     return coords.merge(wanted[["study_id", "series_id"]], on=["study_id", "series_id"])
@@ -275,7 +276,7 @@ def train_locator(
     kept = [t for t in TASKS if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
         check_kept(out / f"{task.slug}.json", settings)
-    primary = rank_zero_only.rank == 0  # under DDP the other ranks only train
+    primary = getattr(rank_zero_only, "rank", 0) == 0  # under DDP the other ranks only train
     if primary:
         out.mkdir(parents=True, exist_ok=True)
         write_json(
@@ -404,6 +405,7 @@ def evaluate_locator(
     """
     locator = load_locator(out)
     descriptions, coordinates = data.descriptions, data.coordinates
+    assert coordinates is not None  # the train split's
     errors, seconds = [], []
     with Progress(console=console, transient=True) as bar:
         for study_id in bar.track(study_ids, description="locating validation studies"):

@@ -8,9 +8,8 @@ differ by condition and level (L4/L5 and L5/S1 are far more often severe), which
 embeddings of the two. The default conditioning is FiLM: the condition and level embeddings scale and
 shift the pooled features, so every (condition, level) gets its own read-out of the shared features (a
 multiplicative interaction), where "concat" (embeddings appended to the features, then an MLP) adds them
-as inputs. Inference runs one model, one batch. FiLM against concat was measured on a 200-study phantom
-(efficientnet_b0, fold 0, 3 epochs, one seed): validation challenge score 0.108 with FiLM, 0.164 with
-concat (per-level prior 0.878).
+as inputs. Inference runs one model, one batch. FiLM scored better than concat (measured:
+docs/results.md#classifier).
 
 The model takes the raw crops as the cache stores them (values in [0, 1]) and standardises them itself with
 the mean and std of the training fold (buffers saved with the weights), so every user feeds the same input.
@@ -19,7 +18,7 @@ the mean and std of the training fold (buffers saved with the weights), so every
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -79,6 +78,10 @@ class SpineClassifier(nn.Module):
     head can be fine-tuned on (possibly synthetic) features with the backbone frozen.
     """
 
+    backbone: Any  # a timm model: forward_features and forward_head, which nn.Module does not declare
+    input_mean: torch.Tensor  # buffers
+    input_std: torch.Tensor
+
     def __init__(
         self, backbone: nn.Module, num_features: int, head: ConditionedHead, *, mean: float, std: float
     ) -> None:
@@ -127,7 +130,7 @@ def create_model(
     mean/std: the input standardisation, stored in the model.
     """
     spec = resolve_arch(arch)
-    backbone = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
+    backbone: Any = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
     for name in spec.drop:
         setattr(backbone, name, nn.Identity())
     # What forward_head(pre_logits=True) returns: head_hidden_size when the head has its own layers.

@@ -15,7 +15,7 @@ import ssl
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spinegrade.errors import DataError
 
@@ -90,7 +90,7 @@ def create_backbone(
     (pretrained=True, when reachable) or random (pretrained=False, or hub unreachable: warned)."""
     import timm
 
-    kwargs = {"in_chans": in_chans, "num_classes": 0}
+    kwargs: dict[str, Any] = {"in_chans": in_chans, "num_classes": 0}
     if weights is not None:
         state_dict = load_weights_file(weights)
         try:

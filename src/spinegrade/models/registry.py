@@ -74,7 +74,13 @@ _VGG: Final = Recipe(lr=1e-3, warmup_epochs=1.0, epochs=12, ema=0.99)
 # -0.039 [-0.107, +0.030], inside.
 _DENSENET: Final = Recipe(lr=2e-3, warmup_epochs=1.0, epochs=12, ema=0.99)
 
+# resnet18, the demo's and the CPU defaults' 32 px classifier: from scratch on ~2,500 crops it overfits after
+# about 6 epochs; left/right mirrors (twice the foraminal and subarticular data) and the weights' EMA hold it.
+# measured: docs/results.md#recipes
+_RESNET: Final = Recipe(lr=2e-3, warmup_epochs=1.0, epochs=10, ema=0.99, side_flip=True)
+
 _REGISTRY: Final[dict[str, ArchSpec]] = {
+    "resnet18": ArchSpec("resnet18", recipe=_RESNET),
     "vgg16": ArchSpec("vgg16_bn", drop=("pre_logits",), recipe=_VGG),
     "densenet121": ArchSpec("densenet121", recipe=_DENSENET),
     **{f"efficientnet_b{i}": ArchSpec(f"efficientnet_b{i}", recipe=_EFFICIENTNET) for i in range(5)},

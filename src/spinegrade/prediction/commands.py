@@ -62,7 +62,7 @@ def predict_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Crops per classifier forward pass."),
     tta: bool = typer.Option(False, "--tta", help="Average with left-right mirrored crops (sides swapped)."),
     threads: int = typer.Option(
-        1, "--threads", help="Torch CPU threads (0: torch's default; 1 was fastest on 2 shared cores)."
+        1, "--threads", help="Torch CPU threads (0: torch's default); one study's batch runs fastest on one."
     ),
     resume: bool = typer.Option(False, "--resume", help="Reuse studies already graded by the same models."),
     calibration: Path | None = typer.Option(
@@ -112,16 +112,21 @@ def predict_command(
 
     console = Console(stderr=True)
     all_runs = [*(runs or []), *(more_runs or [])]
-    if model is None and not (all_runs and locator):
-        raise DataError("pass either --model BUNDLE or both --runs RUN... and --locator LOCATOR")
     if model is not None and (all_runs or locator):
         raise DataError("--model BUNDLE already holds the runs and the locator; drop --runs/--locator")
+    if model is None and not (all_runs and locator is not None):
+        raise DataError("pass either --model BUNDLE or both --runs RUN... and --locator LOCATOR")
     with unpacked(model) if model is not None else nullcontext() as folder:
         bundle = open_bundle(folder) if folder is not None else None
+        if bundle is not None:
+            run_dirs, locator_dir = bundle.runs, bundle.locator
+        else:
+            assert locator is not None  # checked above
+            run_dirs, locator_dir = all_runs, locator
         summary = predict(
             data_dir,
-            bundle.runs if bundle else all_runs,
-            bundle.locator if bundle else locator,
+            run_dirs,
+            locator_dir,
             out,
             images=images,
             details=details,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from spinegrade.data.series import Series
     from spinegrade.models.classifier import SpineClassifier
+    from spinegrade.onnxrt import OnnxClassifier
 
 WEIGHTS_FILE = "best.safetensors"
 ENSEMBLE_FILE = "ensemble.json"
@@ -61,7 +62,7 @@ class GradingRun:
     """One trained classifier, ready for inference."""
 
     path: Path
-    model: SpineClassifier
+    model: SpineClassifier | OnnxClassifier  # torch, or its ONNX Runtime stand-in
     info: dict[str, Any]
     spec: CropSpec
     weight: float = 1.0
@@ -173,9 +174,8 @@ class Ensemble:
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
-        override those of an ensemble.json; the default space is probability (end to end on the demo's
-        phantom it was better than logit, or within the interval, in every pair measured: README,
-        "Predictions tuned to the metric")."""
+        override those of an ensemble.json; the default space is probability, never worse than logit end to
+        end (measured: docs/results.md#variants)."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
@@ -245,7 +245,11 @@ class Ensemble:
         return average_probabilities(per_run, self.weights, self.space)
 
     def _run_probs(
-        self, model: SpineClassifier, crops: np.ndarray, condition: torch.Tensor, level: torch.Tensor
+        self,
+        model: SpineClassifier | OnnxClassifier,
+        crops: np.ndarray,
+        condition: torch.Tensor,
+        level: torch.Tensor,
     ) -> np.ndarray:
         import torch
 

@@ -28,8 +28,10 @@ def with_onnx_runtime(
     runs = []
     for run in ensemble.runs:
         file = classifier_file(onnx_dir, run.path) if onnx_dir else None
-        graph = file if file is not None and file.is_file() else None
-        if graph is None:
+        graph: Path | bytes
+        if file is not None and file.is_file():
+            graph = file
+        else:
             graph = export_classifier(run.model, run.spec.k, run.spec.size, str(run.path))[0]
         runs.append(replace(run, model=OnnxClassifier(session(graph, threads))))
     models = {}

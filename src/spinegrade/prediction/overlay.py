@@ -81,7 +81,9 @@ def series_figure(series: Series, points: pd.DataFrame, grades: pd.DataFrame, ti
         ax.set_title(f"instance {int(series.instance_numbers[index])}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        on_slice = np.flatnonzero(points["slice_index"].to_numpy() == index) if len(points) else []
+        on_slice = (
+            np.flatnonzero(points["slice_index"].to_numpy() == index) if len(points) else np.array([], int)
+        )
         for i in on_slice:
             grade = labels[i][1]
             x, y = float(points["x"].iat[i]), float(points["y"].iat[i])

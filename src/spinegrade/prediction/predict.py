@@ -110,8 +110,8 @@ def predict(
 
     details (default: OUT's folder/studies) gets one JSON per study and, with `figures`, an overlay PNG
     per series. threads: torch's CPU threads while predicting (0: torch's default). One is the default:
-    the models see one small batch per study, and on 2 shared cores a second thread made them 4-15x
-    slower (bench/predict.py), while `workers` can use the other core to read ahead.
+    the models see one small batch per study, so more threads cost more in contention than they gain
+    (measured: docs/results.md#inference); `workers` can read ahead instead.
     runtime "onnx" runs the networks with ONNX Runtime (a bundle's graphs in `onnx_dir`, else exported on
     loading). shard (i, n): grade only every n-th study from the i-th (0-based), for `spinegrade merge`.
     stacking: a second stage's JSON (default: stacking.json in a --runs folder, if any); calibration: a

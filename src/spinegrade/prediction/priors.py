@@ -19,8 +19,8 @@ def load_priors(ensemble: Ensemble, data_dir: Path) -> tuple[pd.DataFrame, str]:
     The runs' own training-label priors (best.json "priors", averaged) when every run has them; else
     the challenge-weighted class frequencies of DATA_DIR/train.csv; else uniform.
     """
-    stored = [run.info.get("priors") for run in ensemble.runs]
-    if all(stored):
+    stored = [priors for run in ensemble.runs if (priors := run.info.get("priors"))]
+    if len(stored) == len(ensemble.runs):
         return average_priors(stored), "the classifier runs' training labels (best.json)"
     train_csv = data_dir / TRAIN_LABELS
     if train_csv.is_file():

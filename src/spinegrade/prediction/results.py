@@ -93,7 +93,7 @@ class PredictionSummary:
         fallback = {p.study_id for p in self.problems if p.kind in FALLBACK_KINDS}
         out: dict[int, dict[str, None]] = {}
         for p in self.problems:
-            if p.study_id in fallback and not p.note:
+            if p.study_id is not None and p.study_id in fallback and not p.note:
                 out.setdefault(p.study_id, {})[p.message] = None  # each message once, in order
         return {study_id: list(messages) for study_id, messages in out.items()}
 

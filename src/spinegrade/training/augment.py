@@ -4,11 +4,11 @@ Per sample: a small rotation, scale and shift (one affine_grid + grid_sample for
 transform for all k slices of a crop), contrast and brightness jitter and Gaussian noise. Values stay in
 the cache's [0, 1] scale; the model standardises them afterwards.
 
-Side flip (off by default): mirroring a patient left <-> right turns a left_* target into the right_* one.
-On axial crops (subarticular) the image columns run right -> left of the patient, so the mirror is a
-horizontal flip. On sagittal crops a horizontal flip would swap anterior and posterior, not sides; there
-the mirror is the reversed slice order (the k channels run along the left-right axis), with the image
-itself unchanged. The spinal canal has no side: its label is kept.
+Side flip (set by the architecture's recipe or `--side-flip`): mirroring a patient left <-> right turns a
+left_* target into the right_* one. On axial crops (subarticular) the image columns run right -> left of
+the patient, so the mirror is a horizontal flip. On sagittal crops a horizontal flip would swap anterior
+and posterior, not sides; there the mirror is the reversed slice order (the k channels run along the
+left-right axis), with the image itself unchanged. The spinal canal has no side: its label is kept.
 """
 
 from __future__ import annotations

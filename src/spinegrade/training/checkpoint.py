@@ -11,7 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 from safetensors.torch import load_file, save
@@ -19,6 +19,9 @@ from safetensors.torch import load_file, save
 from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic
 from spinegrade.models.classifier import SpineClassifier, create_model
+
+if TYPE_CHECKING:
+    from spinegrade.training.module import GradingModule
 
 BEST = "best"
 
@@ -68,13 +71,14 @@ class ModelExport(pl.Callback):
         self.best_score, self.best_epoch = math.inf, -1
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        score = pl_module.val_result.get("score", math.nan)
+        module = cast("GradingModule", pl_module)  # the module this callback is given to
+        score = module.val_result.get("score", math.nan)
         if trainer.sanity_checking or (self.keep == "best" and not score < self.best_score):
             return
         self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
         if trainer.is_global_zero:
             info = {**self.info, "epoch": self.best_epoch, "score": self.best_score}
-            save_model(self.run_dir, self.name, pl_module.kept_model, info)
+            save_model(self.run_dir, self.name, module.kept_model, info)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -9,10 +10,55 @@ import typer
 
 from spinegrade.configfile import config_option
 from spinegrade.errors import DataError
+from spinegrade.models.registry import Recipe, list_models, recipe_for
 from spinegrade.training.runs import TrainConfig
 
 # The CLI's defaults are TrainConfig's (the CPU defaults); runs.py is light, so --help stays fast.
 D = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and 0 < value < 0.01:
+        return f"{value:.0e}".replace("e-0", "e-")  # 0.002 -> 2e-3, as the registry writes it
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_NUMBERED = re.compile(r"(.*\D)(\d+)")
+
+
+def _follows(previous: str, arch: str) -> bool:
+    a, b = _NUMBERED.fullmatch(previous), _NUMBERED.fullmatch(arch)
+    return a is not None and b is not None and a[1] == b[1] and int(b[2]) == int(a[2]) + 1
+
+
+def _names(archs: list[str]) -> str:
+    """Architecture names, consecutive numbered ones joined: efficientnet_b0..4."""
+    runs: list[list[str]] = []
+    for arch in archs:
+        if runs and _follows(runs[-1][-1], arch):
+            runs[-1].append(arch)
+        else:
+            runs.append([arch])
+    shown = []
+    for run in runs:
+        last = _NUMBERED.fullmatch(run[-1])
+        shown.append(f"{run[0]}..{last[2]}" if len(run) > 1 and last else run[0])
+    return ", ".join(shown)
+
+
+def recipe_default(field: str) -> str:
+    """How the registry's recipes set `field`, for a help text: the generic value, then each registered
+    family that differs (read from the recipes, so --help cannot drift from them)."""
+    generic = getattr(Recipe(), field)
+    by_value: dict[object, list[str]] = {}
+    for arch in list_models():
+        value = getattr(recipe_for(arch), field)
+        if value != generic:
+            by_value.setdefault(value, []).append(arch)
+    special = "; ".join(f"{_names(archs)}: {_show(value)}" for value, archs in by_value.items())
+    return f"default: the architecture's recipe ({_show(generic)}" + (f"; {special})" if special else ")")
 
 
 def _folds(text: str, n_folds: int) -> list[int]:
@@ -53,8 +99,7 @@ def train_command(
     epochs: int | None = typer.Option(
         D["epochs"],
         "--epochs",
-        help="Epochs (with --keep best, early stopping may end sooner); default: the architecture's recipe "
-        "(6; 12 for EfficientNets and VGG).",
+        help="Epochs (with --keep best, early stopping may end sooner); " + recipe_default("epochs") + ".",
     ),
     head_epochs: int = typer.Option(
         D["head_epochs"], "--head-epochs", help="Epochs of head fine-tuning (feature SMOTE)."
@@ -63,8 +108,7 @@ def train_command(
     lr: float | None = typer.Option(
         D["lr"],
         "--lr",
-        help="Peak learning rate of AdamW (warm-up, then cosine); default: the architecture's recipe "
-        "(2e-3; 1e-3 for VGG).",
+        help="Peak learning rate of AdamW (warm-up, then cosine); " + recipe_default("lr") + ".",
     ),
     patience: int = typer.Option(
         D["patience"],
@@ -75,7 +119,8 @@ def train_command(
         D["ema"],
         "--ema",
         help="Decay of the weights' moving average that is scored and kept, e.g. 0.99 (0: none); "
-        "default: the architecture's recipe.",
+        + recipe_default("ema")
+        + ".",
     ),
     keep: str = typer.Option(
         D["keep"],
@@ -115,7 +160,7 @@ def train_command(
     side_flip: bool | None = typer.Option(
         None,
         "--side-flip/--no-side-flip",
-        help="Augment with left/right mirrors that swap the side label; default: the architecture's recipe.",
+        help="Augment with left/right mirrors that swap the side label; " + recipe_default("side_flip") + ".",
     ),
     prior_shift: bool = typer.Option(
         D["prior_shift"],
@@ -155,7 +200,7 @@ def train_command(
     from spinegrade.training.imbalance import parse_imbalance_list
     from spinegrade.training.train import TrainConfig, train
 
-    config = TrainConfig(
+    settings = TrainConfig(  # `config` is the --config file, read into the defaults before this runs
         class_weights=class_weights,
         smote_space=smote_space,
         epochs=epochs,
@@ -186,7 +231,7 @@ def train_command(
     train(
         cache,
         out,
-        config,
+        settings,
         archs=[a.strip() for a in arch.split(",") if a.strip()],
         imbalances=parse_imbalance_list(imbalance),
         folds=_folds(folds, n_folds),

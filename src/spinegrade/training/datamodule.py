@@ -10,7 +10,9 @@ workers > 0 are persistent.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -82,8 +84,8 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
-        items = np.asarray(items, dtype=np.int64)
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        items = np.asarray(indices, dtype=np.int64)
         return {
             "x": torch.from_numpy(np.ascontiguousarray(self.crops[self.positions[items]])),
             "condition": torch.from_numpy(self.labels.condition[items]),
@@ -113,13 +115,14 @@ class StudyGroupedSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.group)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         rank = torch.randperm(self.n_groups, generator=self.generator).numpy()
         return iter(np.argsort(rank[self.group], kind="stable").tolist())
 
 
-def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """collate_fn for datasets that already return whole batches (__getitems__)."""
+def as_batch(batch: Any) -> dict[str, torch.Tensor]:
+    """collate_fn for datasets that already return whole batches (__getitems__): `batch` is that dict
+    (typed Any, as DataLoader expects a collate_fn over a list of items)."""
     return batch
 
 
@@ -156,8 +159,8 @@ class CropDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: Dataset,
-        val: Dataset,
+        train: CropDataset,
+        val: CropDataset,
         *,
         batch_size: int,
         workers: int = 0,
@@ -193,7 +196,7 @@ class CropDataModule(pl.LightningDataModule):
             sampler = RandomSampler(self.train, generator=generator)
         else:
             sampler = WeightedRandomSampler(
-                torch.as_tensor(self.sample_weights, dtype=torch.double),
+                np.asarray(self.sample_weights, dtype=np.float64).tolist(),
                 num_samples=len(self.train),
                 replacement=True,
                 generator=generator,

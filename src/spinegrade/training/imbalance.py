@@ -27,9 +27,9 @@ from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, SEVERITY_WEIGHTS
 
 N_CLASSES: Final = len(SEVERITIES)
-SAMPLERS: Final = ("oversample", "smote")
+SamplerName = Literal["oversample", "smote"]
+SAMPLERS: Final[tuple[SamplerName, ...]] = ("oversample", "smote")
 CLASS_WEIGHT_MODES: Final = ("balanced", "challenge")
-ClassWeightMode = Literal["balanced", "challenge"]
 _GROUP_CODE: Final = np.array(
     [list(dict.fromkeys(GROUP_OF_CONDITION.values())).index(GROUP_OF_CONDITION[c]) for c in CONDITIONS]
 )
@@ -40,7 +40,7 @@ class Imbalance:
     """One imbalance treatment: class weights in the loss and/or one sampler."""
 
     class_weights: bool = False
-    sampler: Literal["oversample", "smote"] | None = None
+    sampler: SamplerName | None = None
 
     @property
     def name(self) -> str:
@@ -57,7 +57,7 @@ def parse_imbalance(text: str) -> Imbalance:
         raise DataError(f"imbalance method {text!r} unknown; use {', '.join(known)} or class-weights+SAMPLER")
     if parts == ["none"]:
         return Imbalance()
-    samplers = [p for p in parts if p in SAMPLERS]
+    samplers = [s for s in SAMPLERS if s in parts]
     if "none" in parts or len(samplers) > 1 or len(parts) != len(set(parts)):
         raise DataError(
             f"imbalance method {text!r}: combine class-weights with at most one of {', '.join(SAMPLERS)}"
@@ -73,7 +73,7 @@ def parse_imbalance_list(text: str) -> list[Imbalance]:
     return list(dict.fromkeys(methods))
 
 
-def class_weights(severity: np.ndarray, mode: ClassWeightMode = "challenge") -> np.ndarray:
+def class_weights(severity: np.ndarray, mode: str = "challenge") -> np.ndarray:
     """Loss weight per class (float32 (3,)) from the training fold's severities.
 
     balanced: n / (3 * count) (a class absent from the fold gets 1: it never meets the loss);
@@ -163,7 +163,8 @@ def smote_resample(
             )
         )
     parts = [(x, severity, condition, level), *synthetic]
-    return Resampled(*(np.concatenate([p[i] for p in parts]) for i in range(4)), n_real=len(x))
+    all_x, all_severity, all_condition, all_level = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return Resampled(all_x, all_severity, all_condition, all_level, n_real=len(x))
 
 
 def prior_shift(

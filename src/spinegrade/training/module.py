@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from rich.console import Console
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
@@ -109,6 +110,9 @@ def evaluate(frame: pd.DataFrame) -> dict[str, Any]:
 
 class ScoredModule(pl.LightningModule):
     """Shared by both stages: loss, validation scoring, AdamW with a warm-up + cosine schedule."""
+
+    class_weights: torch.Tensor  # buffers
+    log_shift: torch.Tensor
 
     def __init__(
         self,
@@ -195,20 +199,22 @@ class ScoredModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         rows, probs, losses = (torch.cat(parts) for parts in zip(*self._outputs, strict=True))
         if self.trainer.world_size > 1:
-            rows, probs, losses = (self.all_gather(t).flatten(0, 1) for t in (rows, probs, losses))
-        rows, first = np.unique(rows.cpu().numpy(), return_index=True)  # DDP pads with repeated rows
+            rows, probs, losses = (
+                cast(torch.Tensor, self.all_gather(t)).flatten(0, 1) for t in (rows, probs, losses)
+            )
+        row_ids, first = np.unique(rows.cpu().numpy(), return_index=True)  # DDP pads with repeated rows
         probs_np = probs.cpu().numpy()[first]
-        severity = self.cache_index["severity"].to_numpy(np.int64)[rows]
+        severity = self.cache_index["severity"].to_numpy(np.int64)[row_ids]
         # The per-row losses carry their class weight already: weighted mean = sum / sum of weights.
         val_loss = float(losses.cpu().numpy()[first].sum() / self.class_weights.cpu().numpy()[severity].sum())
         self.val_result = {
             "val_loss": val_loss,
-            **evaluate(prediction_frame(self.cache_index, rows, probs_np)),
+            **evaluate(prediction_frame(self.cache_index, row_ids, probs_np)),
         }
         self.log("val_score", self.val_result["score"], sync_dist=False, logger=False)  # loggers: MetricsLog
         self._outputs = []
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=self.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
@@ -328,11 +334,12 @@ class MetricsLog(pl.Callback):
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        result = pl_module.val_result
+        module = cast(ScoredModule, pl_module)  # the module this callback is given to
+        result = module.val_result
         row = {
             "stage": self.stage,
             "epoch": trainer.current_epoch,
-            "train_loss": pl_module.epoch_train_loss(),
+            "train_loss": module.epoch_train_loss(),
             **{c: result.get("score" if c == "val_score" else c) for c in METRIC_COLUMNS[3:11]},
             "prior_score": self.prior_score,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],

@@ -168,7 +168,7 @@ def _trainer(
     config: TrainConfig,
     run_dir: Path,
     callbacks: list[pl.Callback],
-    max_epochs: int,
+    max_epochs: int | None,
     stage: str = "train",
     **kw: Any,
 ) -> pl.Trainer:
@@ -179,7 +179,8 @@ def _trainer(
         devices=_devices(config.devices),
         strategy=config.strategy,
         num_nodes=config.num_nodes,
-        precision=resolve_precision(config.precision, config.accelerator),
+        # a Lightning precision name, which Lightning checks (its annotation is a Literal of them)
+        precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]
         gradient_clip_val=config.grad_clip or None,
         callbacks=[*callbacks, *logging_callbacks],
         logger=logger,
@@ -206,7 +207,8 @@ def _start_run_dir(run_dir: Path, config: TrainConfig, cache: CropCache) -> None
     """Create run_dir, refusing one that holds a run, and write config.json, versions.json and the cache's
     fold plan (folds.csv)."""
     saved = run_dir / CONFIG
-    if rank_zero_only.rank != 0:  # a DDP worker re-running the command: rank 0 has prepared run_dir
+    # A DDP worker re-running the command: rank 0 has prepared run_dir.
+    if getattr(rank_zero_only, "rank", 0) != 0:
         return
     taken = [p.name for p in (saved, run_dir / METRICS, run_dir / f"{BEST}.json") if p.exists()]
     if taken:
@@ -460,7 +462,7 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
     )
     return GradingModule(
         model,
-        augment=AugmentConfig(side_flip=config.side_flip),
+        augment=AugmentConfig(side_flip=bool(config.side_flip)),  # resolved: never None here
         channels_last=config.channels_last,
         ema=config.ema or 0.0,
         cache_index=cache.index,
@@ -560,8 +562,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"arch": results[0]["arch"], "imbalance": results[0]["imbalance"]}
     row["folds"] = ",".join(str(r["fold"]) for r in results)
     for column in COMPARISON_COLUMNS[3:]:
-        values = [r.get(column) for r in results]
-        row[column] = float(np.mean(values)) if all(v is not None for v in values) else None
+        values = [v for r in results if (v := r.get(column)) is not None]
+        row[column] = float(np.mean(values)) if len(values) == len(results) else None
     return row
 
 

@@ -33,7 +33,9 @@ def crossing_lines(view: Series, other: Series, *, decimals: int = 1) -> list[li
     image crosses it, in `view`'s pixel grid. Slices without geometry (NaN) cross nothing."""
     rows_v, cols_v = view.pixels.shape[1:]
     rows_o, cols_o = other.pixels.shape[1:]
-    normals = np.cross(other.slice_orientations[:, 0], other.slice_orientations[:, 1])
+    orientations = other.slice_orientations
+    assert orientations is not None  # Series fills it on construction
+    normals = np.cross(orientations[:, 0], orientations[:, 1])
     out: list[list[list[float]]] = []
     for s in range(len(view)):
         origin, step_x, step_y = (
@@ -54,7 +56,7 @@ def crossing_lines(view: Series, other: Series, *, decimals: int = 1) -> list[li
             t = _restrict(t, p[0], d[0], 0.0, cols_v - 1.0)
             t = _restrict(t, p[1], d[1], 0.0, rows_v - 1.0)
             # other's in-plane pixel coordinates (u, v) along the line are affine in t.
-            row_dir, col_dir = other.slice_orientations[i]
+            row_dir, col_dir = orientations[i]
             dy, dx = other.pixel_spacing[i]
             at = origin + p[0] * step_x + p[1] * step_y - q
             along = d[0] * step_x + d[1] * step_y

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from html import escape
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,7 @@ def study_page(
     problems += [("not_shown", f"series {sid} was graded but could not be read again") for sid in missing]
 
     series = _series_payload(images, located, labelled, grades, max_side)
-    payload = {"study_id": result.study_id, "series": series}
+    payload: dict[str, Any] = {"study_id": result.study_id, "series": series}
     severe = grades["severe"].astype(float)
     worst = severe.idxmax()
     summary = PageSummary(
@@ -333,7 +333,7 @@ def prior_reason(result: StudyResult, condition: str) -> str:
     return "; ".join(failures) or f"the locator found no usable point on the {kind} series"
 
 
-def _by_key(frame: pd.DataFrame | None) -> dict[str, tuple]:
+def _by_key(frame: pd.DataFrame | None) -> dict[str, Any]:
     """Rows of a frame with condition and level columns, by target key."""
     if frame is None:
         return {}
@@ -409,7 +409,7 @@ def _confidence(point: object) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
 
 
-def _truth_cells(loss: object, point: object, mark: object, series_by_id: Mapping[str, Series]) -> list[str]:
+def _truth_cells(loss: Any, point: Any, mark: Any, series_by_id: Mapping[str, Series]) -> list[str]:
     if loss is None:
         return ['<td class="dim">unlabelled</td>', "<td></td>", "<td></td>"]
     severity = int(loss.severity)
