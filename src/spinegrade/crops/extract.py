@@ -101,7 +101,6 @@ def _sample(
                 points = series.pixel_to_patient(centre[:, None, None], c_grid, r_grid)
             s = slices[:, j]
             relative = points - series.positions[s][:, None, None]
-            assert series.slice_orientations is not None  # Series fills it on construction
             orientation = series.slice_orientations[s]
             c = np.einsum("nabj,nj->nab", relative, orientation[:, 0]) / spacing[s, 1][:, None, None]
             r = np.einsum("nabj,nj->nab", relative, orientation[:, 1]) / spacing[s, 0][:, None, None]

@@ -174,7 +174,6 @@ def axial_slice_for_point(axials: Sequence[Series], point: np.ndarray) -> tuple[
         fraction, x, y = series.patient_to_pixel(point)
         rows, cols = series.pixels.shape[1:]
         inside = -0.5 <= fraction <= len(series) - 0.5 and 0 <= x <= cols - 1 and 0 <= y <= rows - 1
-        assert series.slice_orientations is not None  # Series fills it on construction
         normal = np.cross(*series.slice_orientations[index])
         distance = abs(float((point - series.positions[index]) @ normal))
         if inside and distance < best_distance:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
 from spinegrade.phantom.geometry import SeriesPlan
 
@@ -29,7 +29,7 @@ class SeriesHeader:
     uid_entropy: str  # seeds the SOP instance UIDs (the phantom's seed and config)
 
 
-def sop_instance_uid(header: SeriesHeader, instance_number: int) -> str:
+def sop_instance_uid(header: SeriesHeader, instance_number: int) -> UID:
     """The deterministic, globally unique SOPInstanceUID of one slice."""
     return generate_uid(
         entropy_srcs=[header.uid_entropy, str(header.study_id), str(header.series_id), str(instance_number)]

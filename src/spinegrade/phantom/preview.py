@@ -27,6 +27,7 @@ def labelled_crops(data: Path, per_cell: int, size: int = CROP_PX) -> dict[tuple
     """Up to `per_cell` middle-slice crops (size x size) per (condition group, grade) of a dataset's train
     split, from as many different studies as there are."""
     rsna = load_rsna(data, "train")
+    assert rsna.coordinates is not None  # load_rsna reads them for the train split
     points = rsna.coordinates.merge(labels_long(rsna.labels), on=["study_id", "condition", "level"])
     points["group"] = points["condition"].map(GROUP_OF_CONDITION)
     chosen = (

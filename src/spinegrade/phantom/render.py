@@ -128,8 +128,8 @@ def _acquire(
     """Magnitude image (n, rows, cols) float32 of `plan`: tissue, texture, partial volume, blur, noise."""
     table = signal_table(anatomy, sequence, rng, contrast)
     amplitude = np.zeros((len(TEXTURE), N_TISSUES), dtype=np.float32)
-    for j, (tissue, amp, _, _) in enumerate(TEXTURE):
-        amplitude[j, tissue] = amp * rng.uniform(0.7, 1.3)
+    for j, (kind, amp, _, _) in enumerate(TEXTURE):
+        amplitude[j, kind] = amp * rng.uniform(0.7, 1.3)
     n, rows, cols = len(plan.positions), plan.rows, plan.cols
     dy, dx = plan.pixel_spacing
     centre = plan.positions.mean(axis=0) + (cols - 1) / 2.0 * dx * plan.orientation[0]

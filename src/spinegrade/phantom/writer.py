@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,14 @@ class PhantomSummary:
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "out": str(self.out)}
+
+
+class _Scores(TypedDict):
+    """The oracle's and the prior's scores, as PhantomSummary and the config file hold them."""
+
+    floor: float
+    prior: float
+    test_floor: float | None
 
 
 def write_phantom(
@@ -276,7 +284,7 @@ def _write_study(out: Path, study: PhantomStudy) -> int:
     return files
 
 
-def _write_tables(out: Path, specs: list[PhantomStudy]) -> dict[str, float | None]:
+def _write_tables(out: Path, specs: list[PhantomStudy]) -> _Scores:
     """All CSVs: the train split's labels, the test split's truth (apart), descriptions, submission, and
     the oracle's predictions; returns the floor and prior scores."""
     train = sorted((s for s in specs if s.split == "train"), key=lambda s: s.study_id)

@@ -95,6 +95,8 @@ def decode_into(out: np.ndarray, frame: Frame, decoded: dict[Path, np.ndarray]) 
     inverted within its value range, resampled when its size differs. Returns decode_file's report
     (once per file: the frames of a multi-frame file are decoded once, into `decoded`)."""
     ds, path = frame.dataset, frame.path
+    if ds is None:
+        raise ValueError(f"{path}: frame {frame.frame} was read without its dataset (decode=False)")
     raw, report = decoded.get(path), None
     if raw is None:
         raw, report = decode_file(ds, path)

@@ -237,7 +237,10 @@ def _int(value: Any) -> int:
 @functools.cache
 def tag_number(keyword: str) -> BaseTag:
     """The tag of a keyword, as the BaseTag pydicom's lookups take without converting it again."""
-    return BaseTag(tag_for_keyword(keyword))
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"{keyword!r} is not a DICOM keyword")
+    return BaseTag(tag)
 
 
 def tag_label(keyword: str) -> str:

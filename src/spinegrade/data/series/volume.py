@@ -12,6 +12,9 @@ import numpy as np
 from spinegrade.data.intensity import normalize
 from spinegrade.errors import DataError, Problem
 
+# The default of Series.slice_orientations and .stacks: __post_init__ replaces it with the derived value.
+_DERIVED = np.empty(0)
+
 
 @dataclass(frozen=True)
 class Series:
@@ -37,8 +40,8 @@ class Series:
     slice_thickness: float | None
     series_id: str
     description: str | None = None
-    slice_orientations: np.ndarray | None = None
-    stacks: np.ndarray | None = None
+    slice_orientations: np.ndarray = field(default_factory=lambda: _DERIVED)
+    stacks: np.ndarray = field(default_factory=lambda: _DERIVED)
     problems: tuple[Problem, ...] = ()
     notes: tuple[Problem, ...] = ()
     _normalized: dict[tuple[float, float], np.ndarray] = field(
@@ -62,14 +65,14 @@ class Series:
                 raise ValueError(
                     f"Series {self.series_id}: {name} has shape {np.shape(value)}, expected {shape}"
                 )
-        if self.slice_orientations is None:
+        if self.slice_orientations is _DERIVED:
             object.__setattr__(self, "slice_orientations", np.repeat(self.orientation[None], n, axis=0))
         elif np.shape(self.slice_orientations) != (n, 2, 3):
             raise ValueError(
                 f"Series {self.series_id}: slice_orientations has shape {np.shape(self.slice_orientations)}, "
                 f"expected {(n, 2, 3)}"
             )
-        if self.stacks is None:
+        if self.stacks is _DERIVED:
             object.__setattr__(self, "stacks", np.zeros(n, dtype=np.int64))
         elif np.shape(self.stacks) != (n,) or (n > 1 and np.any(np.diff(self.stacks) < 0)):
             raise ValueError(
