@@ -30,12 +30,11 @@ PARTS = ("spinal", "foraminal", "subarticular", "any_severe_spinal")
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; the defaults fit 15 minutes on 2 CPU cores (5 to 13 measured, by machine).
+    """Sizes of the demo, the project's CPU defaults; they fit 15 minutes on 2 CPU cores.
 
     One family and 3 folds keep cv within the time; crops of 32 px still resolve the phantom's lesions (48 mm
-    windows: 1.5 mm per pixel). resnet18, because on the noisy-label phantom vgg16 did not learn in the
-    demo's time: demo cache, fold 0, 32 px, from scratch (prior 0.858): vgg16 0.963 after 4 epochs (27 s
-    each), resnet18 0.513 after 12 (12 s each), 0.532 by epoch 6.
+    windows: 1.5 mm per pixel); resnet18, because vgg16 did not learn the noisy-label phantom in the demo's
+    time. measured: docs/results.md#demo
     """
 
     studies: int = 50
@@ -50,10 +49,8 @@ class DemoSettings:
     imbalance: str = "class-weights"
     train_points: str = "located"
     locator_px: int = 96
-    # The locators' short schedule wants a higher peak lr than LocatorSettings' 2e-3 (measured for 160
-    # studies): demo phantom, fold 0 held out (17 studies), 96 px, Sagittal T2 p90 error 19.4 mm and 33%
-    # within 5 mm at 2e-3 x 6 epochs (whole-spine level shifts), 12.2 mm / 60% at 4e-3 x 6, 7.4 mm / 71% at
-    # 6e-3 x 8 (Axial T2 18.3 -> 5.6 mm p90), as good as 2e-3 x 12 (7.4 mm / 64%) for 2/3 of its time.
+    # The locators' short schedule wants a higher peak lr than LocatorSettings' 2e-3. measured:
+    # docs/results.md#demo
     locator_epochs: int = 8
     locator_lr: float = 6e-3
     locator_samples: int | None = None  # None: a pass per epoch (LocatorSettings)
@@ -90,8 +87,7 @@ class DemoSettings:
 
 # The demo's sizes with only fold 0 graded: every locator is still trained (the located training points need
 # them all) but one classifier instead of three, and no calibration (it needs two graded folds). A look at
-# the pipeline, not a measurement: fold 0's 17 studies end to end 0.737 [0.558, 0.941] against the prior
-# 0.859 (seed 0), 0.945 [0.494, 1.547] against 0.852 (seed 1: two studies' confident foraminal misses).
+# the pipeline, not a measurement (docs/results.md#demo).
 QUICK = DemoSettings(graded_folds=(0,))
 
 

@@ -46,7 +46,7 @@ def cv_command(
         "--train-points",
         help="Where training crops are cut: labelled, jittered (labelled + the locator's measured "
         "errors) or located (out-of-fold located points); a comma list compares them, the first is "
-        "the headline. located measured best (README).",
+        "the headline. located measured best (docs/results.md#training-points).",
     ),
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
@@ -64,7 +64,9 @@ def cv_command(
         help="Locator samples per epoch instead of a pass (a fixed budget).",
     ),
     locator_lr: float = typer.Option(
-        _LOCATOR.lr, "--locator-lr", help="Locators' peak learning rate (the demo's: 6e-3 for 8 epochs)."
+        _LOCATOR.lr,
+        "--locator-lr",
+        help="Locators' peak learning rate (a short schedule wants a higher one: see spinegrade demo).",
     ),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu..."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),

@@ -71,8 +71,8 @@ class CvSettings:
     seed: int = 0
     archs: tuple[str, ...] = ("efficientnet_b0",)
     imbalance: str = "class-weights"
-    # Where training crops are cut; the first is the headline, several compare them. located measured best
-    # (README: 45-study phantom, 3 folds: end to end 0.482 vs 0.582 jittered and 0.609 labelled).
+    # Where training crops are cut; the first is the headline, several compare them (located measured best:
+    # docs/results.md#training-points).
     train_points: tuple[str, ...] = ("located",)
     size: int = DEFAULT_SIZE
     k: int = DEFAULT_K

@@ -1,13 +1,7 @@
 """The settings of a locator, kept apart (no torch at import) so that the CLI can show their defaults.
 
-Defaults, measured on a 160-study phantom (fold 0 held out: 32 studies; 8 epochs of 256 samples per
-series type; CPU shared with other work): output stride 2 instead of 4 halves the in-plane error (median
-on the right slice 1.6-2.1 mm vs 2.9-3.9 mm; share within 5 mm 75-91% vs 50-64%) for about 1.8x the
-compute at 64 decoder channels; 32 channels give the same error for less; 24 depth channels beat 16
-slightly (mean slice error 0.30 vs 0.39 on Sagittal T2; real sagittal series have 15-25 slices);
-resnet10t is more precise in-plane (1.4 vs 1.9 mm) but 1.8x slower, so it is a GPU choice (with
---size 256). With these defaults the three locators train in about 3.5 min on one thread and reach a
-median error of 3.0 (Sagittal T2), 3.8 (Sagittal T1) and 1.9 mm (Axial T2).
+The defaults (output stride 2, 32 decoder channels, 24 depth channels, mobilenetv3_small_100 on CPU and
+resnet10t as the GPU choice) were chosen on a 160-study phantom; measured: docs/results.md#locators.
 """
 
 from __future__ import annotations
