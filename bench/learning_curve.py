@@ -104,12 +104,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     seeds = sorted({r["seed"] for r in rows})
     markers = "os^D"
-    for key, (label, colour) in styles.items():
+    for k, (key, (label, colour)) in enumerate(styles.items()):
         for i, seed in enumerate(seeds):
             mine = [r for r in rows if r["seed"] == seed and r[key]]
             if not mine:
                 continue
-            x = [r["studies"] * (1 + 0.03 * (i - (len(seeds) - 1) / 2)) for r in mine]
+            shift = 1 + 0.025 * (k - len(styles) / 2) + 0.01 * i  # side by side, so the bars do not overlap
+            x = [r["studies"] * shift for r in mine]
             y = [r[key]["value"] for r in mine]
             err = [
                 [v - r[key]["low"] for v, r in zip(y, mine, strict=True)],
@@ -123,6 +124,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     sizes = sorted({r["studies"] for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
     ax.set_xlabel("training studies (phantom; 3-fold cv, out of fold)")
     ax.set_ylabel("challenge score (lower is better)")
     twin = ax.twinx()
