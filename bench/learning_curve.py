@@ -6,8 +6,8 @@ For each size N: a phantom of N training studies (OUT/seed<S>/n<N>/data) and `sp
 project's CPU defaults (the demo's settings: spinegrade.demo.DemoSettings) in OUT/seed<S>/n<N>/cv. Both
 resume, so a rerun reuses what is there and adds new sizes or seeds. Prints one JSON line per size (end to
 end, nested-calibrated, stacked, oracle points, prior and floor with their 95% intervals; the locators'
-median / p90 error and slice-exact share; cv's time) and writes OUT/learning_curve.json and
-OUT/learning_curve.png with every seed found under OUT.
+median / p90 error and slice-exact share; cv's time) and writes OUT/learning_curve.json, .md (a table)
+and .png with every seed found under OUT.
 """
 
 from __future__ import annotations
@@ -84,6 +84,29 @@ def collect(out: Path) -> list[dict[str, Any]]:
         studies, seed = int(folder.name[1:]), int(folder.parent.name[4:])
         rows.append(size_row(json.loads(report.read_text()), studies, seed, seconds))
     return sorted(rows, key=lambda r: (r["seed"], r["studies"]))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The learning curve as a Markdown table (the docs' results page carries it)."""
+
+    def cell(entry: dict[str, float] | None) -> str:
+        return "-" if entry is None else f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+    lines = [
+        "| studies | seed | end to end | - prior (paired) | calibrated (nested) | stacked (nested) "
+        "| oracle points | prior | floor | e2e - floor | located median / p90 / slice exact | cv time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        loc = r["located"]
+        seconds = "-" if r["cv_seconds"] is None else f"{r['cv_seconds']:.0f} s"
+        lines.append(
+            f"| {r['studies']} | {r['seed']} | {cell(r['end_to_end'])} | {cell(r['end_to_end_minus_prior'])} "
+            f"| {cell(r['calibrated'])} | {cell(r['stacked'])} | {cell(r['oracle'])} | {cell(r['prior'])} "
+            f"| {cell(r['floor'])} | {r['end_to_end_minus_floor']:+.3f} | {loc['median_mm']:.1f} mm / "
+            f"{loc['p90_mm']:.1f} mm / {100 * loc['exact_slice_share']:.0f}% | {seconds} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -167,6 +190,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     rows = collect(args.out)
     write_atomic(args.out / "learning_curve.json", json.dumps(rows, indent=1) + "\n")
+    write_atomic(args.out / "learning_curve.md", markdown(rows))
     plot(rows, args.out / "learning_curve.png")
     console.print(f"wrote {args.out / 'learning_curve.json'} and {args.out / 'learning_curve.png'}")
 
