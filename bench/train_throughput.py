@@ -30,12 +30,12 @@ import torch
 from spinegrade.crops.cache import INDEX_COLUMNS, write_cache
 from spinegrade.crops.extract import DEFAULT_K, DEFAULT_SIZE
 from spinegrade.models import create_model
+from spinegrade.runtime import quiet_lightning
 from spinegrade.training.augment import AugmentConfig
 from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows
 from spinegrade.training.imbalance import class_weights
 from spinegrade.training.module import GradingModule
 from spinegrade.training.runs import TrainConfig
-from spinegrade.training.train import quiet_lightning
 from spinegrade.vocab import TARGETS
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}

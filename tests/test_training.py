@@ -22,6 +22,7 @@ from spinegrade.training import train as train_lib
 from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
 from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
+from spinegrade.training.compare import train
 from spinegrade.training.datamodule import (
     CropDataset,
     Labels,
@@ -32,7 +33,7 @@ from spinegrade.training.datamodule import (
 from spinegrade.training.imbalance import apply_prior_shift, class_weights, prior_shift
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
-from spinegrade.training.train import train, train_run
+from spinegrade.training.train import train_run
 from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, TARGETS
 
 K, SIZE, STUDIES = 3, 24, 12

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -38,3 +40,29 @@ def timed_stage(
     yield
     timings[name] = round(time.perf_counter() - start, 1)
     console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's banners (GPU/TPU available, seed set...) and advice about workers/batch sizes."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            for message in (
+                ".*does not have many workers.*",  # workers=0 is the measured best on CPU
+                "Checkpoint directory .* exists and is not empty",  # RUN holds the run's other files
+                ".*overridden `on_after_batch_transfer`.*",  # augmentation lives there on purpose
+                ".*LeafSpec.*",  # deprecations inside Lightning itself
+                ".*all_gather is deprecated.*",
+            ):
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -11,11 +11,8 @@ errors in mm.
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -51,7 +48,7 @@ from spinegrade.localization.targets import (
     rescale,
     series_targets,
 )
-from spinegrade.runtime import torch_threads
+from spinegrade.runtime import quiet_lightning, torch_threads
 from spinegrade.training.loggers import LOG_EVERY_N_STEPS, check_logger, training_logger
 from spinegrade.training.runs import versions, write_json
 
@@ -143,21 +140,6 @@ def task_samples(
             advance()
 
     return make_samples(task, items(), settings.size, settings.depth, settings.context)
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's start-up chatter (device lines, tips) and its library warnings for a block."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"lightning\..*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def fit(

@@ -197,8 +197,9 @@ def train_command(
     Compare: spinegrade train cache/ --arch vgg16,densenet121 --imbalance none,class-weights --out runs/cmp
     """
     from spinegrade.crops.cache import CropCache
+    from spinegrade.training.compare import train
     from spinegrade.training.imbalance import parse_imbalance_list
-    from spinegrade.training.train import TrainConfig, train
+    from spinegrade.training.runs import TrainConfig
 
     settings = TrainConfig(  # `config` is the --config file, read into the defaults before this runs
         class_weights=class_weights,

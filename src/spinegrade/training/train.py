@@ -1,11 +1,10 @@
-"""Train classifiers on a crop cache: one fold, every fold, or a grid of architectures x imbalance methods.
+"""Train one classifier run on a crop cache (training.compare trains grids of them and compares them).
 
 One run (RUN/): config.json, versions.json, metrics.csv, best.safetensors + best.json (the kept epoch:
 `keep` "best", chosen on the validation score with early stopping, which makes that score optimistic, or
 "last", the schedule's end, as cv keeps), last.ckpt (for --resume, loaded with
 torch.load(weights_only=True)), val_predictions.csv (submission format) and val_score.json. With several
-folds each goes to RUN/fold<i>/; with several combinations each goes to RUN/<arch>__<imbalance>/ and
-RUN/comparison.csv + comparison.md compare them.
+folds each goes to RUN/fold<i>/, with several combinations to RUN/<arch>__<imbalance>/ (training.compare).
 
 SMOTE in feature space (the default for `smote`) runs in two stages: (1) the whole network is trained
 end-to-end on the real crops (cross-entropy, with class weights if asked), its kept epoch saved as
@@ -31,11 +30,6 @@ plan (CACHE/folds.csv) is copied into every run directory.
 from __future__ import annotations
 
 import json
-import logging
-import math
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -47,21 +41,19 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
-from rich.table import Table
 
 from spinegrade.crops.cache import CropCache
 from spinegrade.crops.folds import FOLDS_FILE
 from spinegrade.errors import DataError
 from spinegrade.evaluation.priors import level_priors
-from spinegrade.evaluation.report import _md_table
 from spinegrade.evaluation.score import challenge_score
 from spinegrade.fileio import write_atomic
 from spinegrade.models.classifier import create_model
+from spinegrade.runtime import quiet_lightning
 from spinegrade.training.augment import AugmentConfig
 from spinegrade.training.checkpoint import BEST, ModelExport, load_run
 from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
 from spinegrade.training.imbalance import (
-    Imbalance,
     apply_prior_shift,
     class_weights,
     oversample_weights,
@@ -87,7 +79,6 @@ from spinegrade.training.runs import (
     write_csv,
     write_json,
 )
-from spinegrade.vocab import SEVERITIES
 
 LAST: Final = "last"
 BACKBONE: Final = "backbone"
@@ -96,33 +87,6 @@ VAL_PREDICTIONS: Final = "val_predictions.csv"
 VAL_PREDICTIONS_RAW: Final = "val_predictions_raw.csv"
 # Pixel-space SMOTE holds the training fold as float32 and searches neighbours in its dimension.
 PIXEL_SMOTE_MAX_BYTES: Final = 2 * 1024**3
-COMPARISON_COLUMNS: Final = (
-    "arch",
-    "imbalance",
-    "folds",
-    "score",
-    "score_raw",
-    "prior_score",
-    "accuracy",
-    "macro_f1",
-    *(f"auc_{s}" for s in SEVERITIES),
-    "spinal",
-    "foraminal",
-    "subarticular",
-    "any_severe_spinal",
-)
-# Printed columns (all of COMPARISON_COLUMNS go to comparison.csv/.md) and their short headers.
-TABLE_COLUMNS: Final = {
-    "arch": "arch",
-    "imbalance": "imbalance",
-    "folds": "folds",
-    "score": "score",
-    "score_raw": "raw",
-    "prior_score": "prior",
-    "accuracy": "acc",
-    "macro_f1": "F1",
-    "auc_severe": "AUC sev",
-}
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -136,32 +100,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def _devices(devices: str) -> int | str:
     return int(devices) if devices.isdigit() else devices
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's banners (GPU/TPU available, seed set...) and advice about workers/batch sizes."""
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-
-    names = ("lightning.pytorch", "lightning.fabric", "lightning")
-    levels = {name: logging.getLogger(name).level for name in names}
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=PossibleUserWarning)
-            for message in (
-                ".*does not have many workers.*",  # workers=0 is the measured best on CPU
-                "Checkpoint directory .* exists and is not empty",  # RUN holds the run's other files
-                ".*overridden `on_after_batch_transfer`.*",  # augmentation lives there on purpose
-                ".*LeafSpec.*",  # deprecations inside Lightning itself
-                ".*all_gather is deprecated.*",
-            ):
-                warnings.filterwarnings("ignore", message=message)
-            yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _trainer(
@@ -555,82 +493,3 @@ def train_run(
         highlight=False,
     )
     return result
-
-
-def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One comparison row from the val_score.json of one or more folds (means over folds)."""
-    row: dict[str, Any] = {"arch": results[0]["arch"], "imbalance": results[0]["imbalance"]}
-    row["folds"] = ",".join(str(r["fold"]) for r in results)
-    for column in COMPARISON_COLUMNS[3:]:
-        values = [v for r in results if (v := r.get(column)) is not None]
-        row[column] = float(np.mean(values)) if len(values) == len(results) else None
-    return row
-
-
-def comparison_table(frame: pd.DataFrame, title: str) -> Table:
-    """A rich table of comparison rows (lower score is better; best score in bold)."""
-    table = Table(title=title, title_justify="left")
-    for column in frame.columns:
-        table.add_column(column, justify="left" if column in ("arch", "imbalance", "folds") else "right")
-    best = frame["score"].min()
-    for row in frame.itertuples(index=False):
-        cells = [
-            f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else "n/a" if v is None else str(v)
-            for v in row
-        ]
-        if row.score == best:
-            cells = [f"[bold]{c}[/bold]" for c in cells]
-        table.add_row(*cells)
-    return table
-
-
-def train(
-    cache_path: Path,
-    out: Path,
-    config: TrainConfig,
-    *,
-    archs: Sequence[str] | None = None,
-    imbalances: Sequence[Imbalance] | None = None,
-    folds: Sequence[int] | None = None,
-    resume: bool = False,
-    console: Console | None = None,
-) -> pd.DataFrame:
-    """Train every architecture x imbalance method x fold; returns one comparison row per combination.
-
-    One combination and one fold train into `out`; several folds into out/fold<i>; several combinations
-    into out/<arch>__<imbalance>[/fold<i>], then out/comparison.csv and comparison.md are written.
-    """
-    console = console or Console(soft_wrap=True)
-    cache = CropCache.open(cache_path)
-    archs = list(archs or [config.arch])
-    methods = [m.name for m in imbalances] if imbalances else [config.imbalance]
-    folds = list(folds) if folds is not None else [config.fold]
-    grid = len(archs) * len(methods) > 1
-    rows = []
-    for arch in archs:
-        for method in methods:
-            combo_dir = out / f"{arch}__{method}" if grid else out
-            results = [
-                train_run(
-                    cache,
-                    combo_dir / f"fold{fold}" if len(folds) > 1 else combo_dir,
-                    replace(config, arch=arch, imbalance=method, fold=fold),
-                    resume=resume,
-                    console=console,
-                )
-                for fold in folds
-            ]
-            if not all(results):  # a DDP rank other than 0
-                continue
-            rows.append(summarise(results))
-            if len(folds) > 1:
-                write_csv(combo_dir / "folds.csv", pd.DataFrame([summarise([r]) for r in results]))
-    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    if rows and grid:
-        write_csv(out / "comparison.csv", frame)
-        title = "# Classifier comparison (validation challenge score, lower is better)"
-        write_atomic(out / "comparison.md", f"{title}\n\n{_md_table(frame)}\n")
-    if rows:
-        shown = frame[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
-        console.print(comparison_table(shown, f"validation fold(s) {','.join(map(str, folds))}"))
-    return frame
