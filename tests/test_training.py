@@ -377,7 +377,7 @@ def test_train_command_leaves_side_flip_to_the_recipe_unless_told(
     cache: CropCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], expected: bool | None
 ) -> None:
     """Unset, side flip comes from the architecture's recipe (on for EfficientNets); either flag wins."""
-    import spinegrade.training.train as train_module
+    import spinegrade.training.compare as train_module
     from spinegrade.training.commands import train_command
 
     seen: dict[str, TrainConfig] = {}
