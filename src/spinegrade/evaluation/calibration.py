@@ -146,12 +146,15 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read calibration {path}: {exc}") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_json(path, "calibration"), str(path))
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A post-hoc step's JSON file (a calibration, a stacking); DataError naming `what` and the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {what} {path}: {exc}") from None
 
 
 def _with_probs(rows: ScoredRows, probs: np.ndarray) -> ScoredRows:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from spinegrade.data.tables import labels_long
 from spinegrade.errors import DataError
+from spinegrade.evaluation.calibration import find_stored, read_json
 from spinegrade.evaluation.score import EPS, GROUPS, clip_normalize
 from spinegrade.evaluation.submission import validate_submission
 from spinegrade.fileio import write_atomic
@@ -172,12 +173,7 @@ class Stacking:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Stacking:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read stacking {path}: {exc}") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_json(path, "stacking"), str(path))
 
 
 def fit_stacking(pred: pd.DataFrame, labels: pd.DataFrame, *, c: float = DEFAULT_C) -> Stacking:
@@ -223,6 +219,4 @@ def fit_stacking(pred: pd.DataFrame, labels: pd.DataFrame, *, c: float = DEFAULT
 
 def find_stacking(run_paths: Sequence[str | os.PathLike]) -> Path | None:
     """STACKING_FILE in one of the run folders given (None if none)."""
-    from spinegrade.evaluation.calibration import find_stored
-
     return find_stored(run_paths, STACKING_FILE)
