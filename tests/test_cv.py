@@ -140,8 +140,13 @@ def test_variants_are_typed_train_config_overrides_and_bad_ones_name_the_valid_k
     }
     with pytest.raises(DataError, match=r"'foo' is not a training setting.*class_weights, smote_space"):
         parse_variants(["x:foo=1"])
-    with pytest.raises(DataError, match="'arch' is not a training setting"):  # cv sets it: --arch
-        parse_variants(["x:arch=vgg16"])
+    assert parse_variants(["small:arch=resnet10t"]) == {"small": {"arch": "resnet10t"}}
+    with pytest.raises(DataError, match="'fold' is not a training setting"):  # cv sets it per run
+        parse_variants(["x:fold=1"])
+    with pytest.raises(DataError, match="--variant x: unknown architecture 'nonet'"):
+        parse_variants(["x:arch=nonet"])
+    with pytest.raises(DataError, match="give cv one --arch"):
+        CvSettings(archs=("resnet18", "vgg16"), variants={"a": {"arch": "resnet10t"}})
     with pytest.raises(DataError, match="side_flip: 'maybe' is not a boolean"):
         parse_variants(["x:side_flip=maybe"])
     with pytest.raises(DataError, match="epochs: 'two' is not int"):
@@ -231,14 +236,21 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         first = cross_validate(data, out, settings)
         run = out / "fold0" / "classifiers" / "resnet10t__labelled__bal"
         stamp = (run / "best.safetensors").stat().st_mtime_ns
-        more = {**settings.variants, "flip": {"side_flip": True}}
+        more = {**settings.variants, "flip": {"side_flip": True}, "small": {"arch": "regnetx_002"}}
         report = cross_validate(data, out, replace(settings, variants=more), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
     assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
     assert json.loads((run.with_name("resnet10t__labelled__flip") / "config.json").read_text())["side_flip"]
+    small = json.loads((run.with_name("regnetx_002__labelled__small") / "config.json").read_text())
+    assert small["arch"] == "regnetx_002"  # an arch variant: its own folder, paired with the headline
     scores = report["scores"]
-    for name in ("end to end (variant bal)", "end to end raw (variant bal)", "oracle points (variant flip)"):
+    for name in (
+        "end to end (variant bal)",
+        "end to end raw (variant bal)",
+        "oracle points (variant flip)",
+        "end to end (variant small)",
+    ):
         assert name in scores, name
     assert "end to end raw (variant flip)" not in scores  # challenge weights: the correction is the identity
     raw = pd.read_csv(out / "oof_raw_variant_bal_submission.csv")
@@ -252,6 +264,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     bal, headline = scores["end to end (variant bal)"], scores["end to end (labelled)"]
     assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
     assert d["low"] <= d["value"] <= d["high"]
+    assert "end to end (variant small) - end to end (labelled)" in report["differences"]
 
 
 def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(

@@ -97,6 +97,11 @@ class CvSettings:
             raise DataError("cv needs at least one architecture")
         for name, overrides in self.variants.items():
             check_variant(name, overrides)
+            if "arch" in overrides and len(self.archs) > 1:
+                raise DataError(
+                    f"--variant {name} sets arch: that compares two architectures, so give cv one --arch "
+                    f"(not {','.join(self.archs)})"
+                )
 
 
 def _progress(console: Console) -> Progress:
@@ -142,17 +147,22 @@ class _Member:
     label: str
     points: str
     variant: str | None = None
+    arch: str | None = None  # the variant's own architecture (then cv trains one)
+
+    def archs(self, archs: Sequence[str]) -> list[str]:
+        return [self.arch or a for a in archs]
 
     def runs(self, out: Path, fold: int, archs: Sequence[str]) -> list[Path]:
         folder = out / f"fold{fold}" / "classifiers"
-        return [folder / _run_name(a, self.points, self.variant) for a in archs]
+        return [folder / _run_name(a, self.points, self.variant) for a in self.archs(archs)]
 
 
 def _members(settings: CvSettings) -> list[_Member]:
     """Every training-points mode (the headline's files unnamed), then every variant."""
     modes = settings.train_points
     return [_Member(_file_key(m, modes), m, m) for m in modes] + [
-        _Member(f"variant_{v}_", f"variant {v}", modes[0], v) for v in settings.variants
+        _Member(f"variant_{v}_", f"variant {v}", modes[0], v, overrides.get("arch"))
+        for v, overrides in settings.variants.items()
     ]
 
 
@@ -311,11 +321,12 @@ def cross_validate(
             for member in _members(settings):
                 overrides = settings.variants.get(member.variant or "", {})
                 for fold in graded:
-                    for arch, run in zip(settings.archs, member.runs(out, fold, settings.archs), strict=True):
+                    archs = member.archs(settings.archs)
+                    for arch, run in zip(archs, member.runs(out, fold, settings.archs), strict=True):
                         train_run(
                             cache,
                             run,
-                            replace(base, arch=arch, fold=fold, **overrides),
+                            replace(base, **{"arch": arch, "fold": fold, **overrides}),
                             train_cache=train_caches.get(member.points),
                             resume=True,
                             console=console,

@@ -1,5 +1,6 @@
 """cv's training variants: `--variant NAME:key=value[,key=value]`, a TrainConfig override trained and graded
-beside the headline classifiers with the same fold plan, locators, located points and crops."""
+beside the headline classifiers with the same fold plan, locators, located points and crops. `arch` is one
+too (a paired comparison of two architectures), where cv trains a single --arch."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import fields, replace
 from typing import Any, Final
 
 from spinegrade.errors import DataError
+from spinegrade.models.registry import resolve_arch
 from spinegrade.training.runs import TrainConfig
 
-FIXED: Final = ("arch", "fold")  # set by cv for every run: compare architectures with --arch
+FIXED: Final = ("fold",)  # set by cv for every run
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -53,6 +55,8 @@ def check_variant(name: str, overrides: dict[str, Any]) -> None:
         _check_key(name, key)
     try:
         replace(TrainConfig(), **overrides)  # TrainConfig's own checks (imbalance names, loss, ...) now
+        if "arch" in overrides:
+            resolve_arch(overrides["arch"])
     except DataError as exc:
         raise DataError(f"--variant {name}: {exc}") from None
 
