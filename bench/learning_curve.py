@@ -30,6 +30,7 @@ ENTRIES = {  # JSON key -> report entry (its name with the headline's training p
     "end_to_end": "end to end ({points})",
     "calibrated": "end to end ({points}), calibrated (nested)",
     "stacked": "end to end ({points}), stacked (nested)",
+    "tta": "end to end ({points}), side-flip TTA",
     "oracle": "oracle points ({points})",
     "prior": PRIOR_ENTRY,
     "floor": "floor (phantom's true probabilities)",

@@ -265,6 +265,10 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
     assert d["low"] <= d["value"] <= d["high"]
     assert "end to end (variant small) - end to end (labelled)" in report["differences"]
+    # resnet10t's recipe mirrors sides: the headline is graded with side-flip TTA too, paired with it
+    tta = pd.read_csv(out / "oof_tta_submission.csv")
+    assert len(tta) == len(corrected) and "end to end (labelled), side-flip TTA" in scores
+    assert "end to end (labelled), side-flip TTA - end to end (labelled)" in report["differences"]
 
 
 def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(

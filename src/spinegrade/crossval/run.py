@@ -13,8 +13,9 @@ Stages (each one's files under OUT, reused by a resumed run):
      <arch>__<points>__<variant> at the headline points;
   7. grade: the fold's studies graded end to end from the located points (prediction's grading, priors of
      the training folds for whatever cannot be graded), and at the labelled points (the runs' validation
-     predictions), variants whose prior-shift correction is not the identity also without it ("raw");
-     then the report (crossval.report), each variant with its paired difference to the headline.
+     predictions), variants whose prior-shift correction is not the identity also without it ("raw"), the
+     headline also with side-flip TTA where its runs were trained on mirrors; then the report
+     (crossval.report), each variant with its paired difference to the headline.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ PRIOR_ENTRY: Final = "prior (training folds)"
 FLOOR_FILE: Final = "oracle_submission.csv"  # a phantom's Bayes floor, beside its train.csv
 LOCATED_FILE: Final = "located.csv"
 POINTS_FILE: Final = "points.csv"
+TTA_KEY: Final = "tta_"  # oof_tta_submission.csv: the headline graded with side-flip TTA
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,10 @@ def cross_validate(
         if entry in named
     }
     differences[f"{headline} - {PRIOR_ENTRY}"] = (headline, PRIOR_ENTRY)  # "beats the prior", paired
+    if TTA_KEY in submissions:
+        tta = f"end to end ({main}), side-flip TTA"
+        named[tta] = submissions[TTA_KEY]
+        differences[f"{tta} - {headline}"] = (tta, headline)
     if len(graded) >= 2:  # calibration of the headline OOF: nested (honest) in the report, fitted on all
         raw = named[f"end to end ({main})"]
         calibrated = f"end to end ({main}), calibrated (nested)"
@@ -449,6 +455,8 @@ def grade_folds(
             if ensemble.shifts:
                 ensembles[f"raw_{key}"] = ensemble.without_prior_shift()
                 shifted.add(key)
+        if ensembles[members[0].key].mirrorable:  # the headline with side-flip TTA, paired with it
+            ensembles[TTA_KEY] = ensembles[members[0].key].with_tta()
         by_study = dict(tuple(located[fold].groupby("study_id"))) if len(located[fold]) else {}
         with _progress(console) as bar:
             task = bar.add_task(f"grading fold {fold}", total=len(ids))
@@ -457,7 +465,7 @@ def grade_folds(
                 for key, ensemble in ensembles.items():
                     rows = grade_study(images, _given(points), ensemble, priors).rows()
                     parts.setdefault(key, []).append(rows)
-                    if not ensemble.shifts and not key.startswith("raw_"):  # raw = corrected here
+                    if not ensemble.shifts and not key.startswith(("raw_", TTA_KEY)):  # raw = corrected
                         parts.setdefault(f"raw_{key}", []).append(rows)
                 bar.advance(task)
         fallback = pd.concat([prior_rows(s, priors) for s in ids], ignore_index=True)

@@ -201,16 +201,30 @@ class Ensemble:
             f is not None and not np.allclose(f, f[:, :1]) for f in (run.prior_shift for run in self.runs)
         )
 
+    @property
+    def mirrorable(self) -> bool:
+        """Whether every run was trained on left-right mirrored views (what --tta needs)."""
+        return all(run.info.get("side_flip") is True for run in self.runs)
+
+    def _with(self, **changes: Any) -> Ensemble:
+        """The same runs (shared, not reloaded) graded with some settings changed."""
+        settings = {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "tta": self.tta,
+            "space": self.space,
+            "prior_shift": self.prior_shift,
+        }
+        return Ensemble(self.runs, **{**settings, **changes})
+
     def without_prior_shift(self) -> Ensemble:
-        """The same runs (shared, not reloaded) graded without their prior-shift correction."""
-        return Ensemble(
-            self.runs,
-            device=self.device,
-            batch_size=self.batch_size,
-            tta=self.tta,
-            space=self.space,
-            prior_shift=False,
-        )
+        """The same runs graded without their prior-shift correction."""
+        return self._with(prior_shift=False)
+
+    def with_tta(self) -> Ensemble:
+        """The same runs graded with their left-right mirrored crops averaged in (DataError unless
+        mirrorable)."""
+        return self._with(tta=True)
 
     def describe(self) -> dict[str, Any]:
         """Which models make the ensemble and how they are combined (for the prediction's records)."""
