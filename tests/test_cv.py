@@ -224,7 +224,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     settings = CvSettings(
         n_folds=3,
         folds=(0,),
-        archs=("resnet10t",),
+        archs=("resnet18",),
         train_points=("labelled",),
         size=32,
         epochs=1,
@@ -234,14 +234,14 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     )
     with torch_threads(1):
         first = cross_validate(data, out, settings)
-        run = out / "fold0" / "classifiers" / "resnet10t__labelled__bal"
+        run = out / "fold0" / "classifiers" / "resnet18__labelled__bal"
         stamp = (run / "best.safetensors").stat().st_mtime_ns
         more = {**settings.variants, "flip": {"side_flip": True}, "small": {"arch": "regnetx_002"}}
         report = cross_validate(data, out, replace(settings, variants=more), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
     assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
-    assert json.loads((run.with_name("resnet10t__labelled__flip") / "config.json").read_text())["side_flip"]
+    assert json.loads((run.with_name("resnet18__labelled__flip") / "config.json").read_text())["side_flip"]
     small = json.loads((run.with_name("regnetx_002__labelled__small") / "config.json").read_text())
     assert small["arch"] == "regnetx_002"  # an arch variant: its own folder, paired with the headline
     scores = report["scores"]
@@ -265,7 +265,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     assert d["value"] == pytest.approx(bal["score"]["value"] - headline["score"]["value"])
     assert d["low"] <= d["value"] <= d["high"]
     assert "end to end (variant small) - end to end (labelled)" in report["differences"]
-    # resnet10t's recipe mirrors sides: the headline is graded with side-flip TTA too, paired with it
+    # resnet18's recipe mirrors sides: the headline is graded with side-flip TTA too, paired with it
     tta = pd.read_csv(out / "oof_tta_submission.csv")
     assert len(tta) == len(corrected) and "end to end (labelled), side-flip TTA" in scores
     assert "end to end (labelled), side-flip TTA - end to end (labelled)" in report["differences"]

@@ -58,7 +58,6 @@ _RESNET: Final = Recipe(lr=2e-3, warmup_epochs=1.0, epochs=10, ema=0.99, side_fl
 
 _REGISTRY: Final[dict[str, ArchSpec]] = {
     "resnet18": ArchSpec("resnet18", recipe=_RESNET),
-    "resnet10t": ArchSpec("resnet10t", recipe=_RESNET),
     "vgg16": ArchSpec("vgg16_bn", drop=("pre_logits",), recipe=_VGG),
     "densenet121": ArchSpec("densenet121", recipe=_DENSENET),
     **{f"efficientnet_b{i}": ArchSpec(f"efficientnet_b{i}", recipe=_EFFICIENTNET) for i in range(5)},
