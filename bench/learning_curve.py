@@ -5,9 +5,9 @@
 For each size N: a phantom of N training studies (OUT/seed<S>/n<N>/data) and `spinegrade cv` on it at the
 project's CPU defaults (the demo's settings: spinegrade.demo.DemoSettings) in OUT/seed<S>/n<N>/cv. Both
 resume, so a rerun reuses what is there and adds new sizes or seeds. Prints one JSON line per size (end to
-end, nested-calibrated, stacked, oracle points, prior and floor with their 95% intervals; the locators'
-median / p90 error and slice-exact share; cv's time) and writes OUT/learning_curve.json, .md (a table)
-and .png with every seed found under OUT.
+end, side-flip TTA, nested-calibrated, stacked, oracle points, prior and floor with their 95% intervals;
+the locators' median / p90 error and slice-exact share; cv's time) and writes OUT/learning_curve.json, .md
+(a table) and .png with every seed found under OUT.
 """
 
 from __future__ import annotations
@@ -94,18 +94,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return "-" if entry is None else f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
     lines = [
-        "| studies | seed | end to end | - prior (paired) | calibrated (nested) | stacked (nested) "
-        "| oracle points | prior | floor | e2e - floor | located median / p90 / slice exact | cv time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| studies | seed | end to end | - prior (paired) | side-flip TTA | calibrated (nested) "
+        "| stacked (nested) | oracle points | prior | floor | e2e - floor "
+        "| located median / p90 / slice exact | cv time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         loc = r["located"]
         seconds = "-" if r["cv_seconds"] is None else f"{r['cv_seconds']:.0f} s"
         lines.append(
             f"| {r['studies']} | {r['seed']} | {cell(r['end_to_end'])} | {cell(r['end_to_end_minus_prior'])} "
-            f"| {cell(r['calibrated'])} | {cell(r['stacked'])} | {cell(r['oracle'])} | {cell(r['prior'])} "
-            f"| {cell(r['floor'])} | {r['end_to_end_minus_floor']:+.3f} | {loc['median_mm']:.1f} mm / "
-            f"{loc['p90_mm']:.1f} mm / {100 * loc['exact_slice_share']:.0f}% | {seconds} |"
+            f"| {cell(r['tta'])} | {cell(r['calibrated'])} | {cell(r['stacked'])} | {cell(r['oracle'])} "
+            f"| {cell(r['prior'])} | {cell(r['floor'])} | {r['end_to_end_minus_floor']:+.3f} "
+            f"| {loc['median_mm']:.1f} mm / {loc['p90_mm']:.1f} mm / {100 * loc['exact_slice_share']:.0f}% "
+            f"| {seconds} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -121,6 +123,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         "end_to_end": ("end to end", "tab:blue"),
         "calibrated": ("end to end, calibrated (nested)", "tab:cyan"),
         "stacked": ("end to end, stacked (nested)", "tab:purple"),
+        "tta": ("end to end, side-flip TTA", "tab:red"),
         "oracle": ("oracle points", "tab:green"),
         "prior": ("per-level prior", "tab:gray"),
         "floor": ("phantom's floor", "black"),
