@@ -358,10 +358,12 @@ def test_priors_come_from_the_runs_then_train_csv_then_uniform(
     assert source.startswith("uniform") and np.allclose(priors[list(SEVERITIES)].to_numpy(), 1 / 3)
 
 
-def test_tta_is_refused_for_runs_not_trained_on_mirrored_views(
+def test_tta_is_the_default_for_mirrored_runs_and_refused_for_others(
     data: Path, setup: dict[str, Path], tmp_path: Path
 ) -> None:
     plain = make_run(tmp_path / "plain", 3, side_flip=False)
+    assert Ensemble.load([setup["run0"]], tta=None).tta is True  # predict's default: on for mirrored runs
+    assert Ensemble.load([setup["run0"], plain], tta=None).tta is False  # one run not mirrored: off
     with pytest.raises(DataError, match="not trained on mirrored views"):
         Ensemble.load([setup["run0"], plain], tta=True)
     with pytest.raises(DataError, match="predict without --tta"):
@@ -413,6 +415,7 @@ def test_a_calibration_beside_the_runs_is_applied_to_the_submission(
     assert not np.allclose(submission.to_numpy(), raw.set_index("row_id").loc[submission.index].to_numpy())
     record = json.loads((out.parent / "submission.ensemble.json").read_text())
     assert record["calibration"] == summary.calibration and record["space"] == "probability"
+    assert record["tta"] is True  # mirrored runs: side-flip TTA by default
 
 
 def test_a_stacking_beside_the_runs_grades_each_study_and_replaces_the_calibration(

@@ -60,7 +60,12 @@ def predict_command(
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device for the models (cpu, cuda, cuda:1...)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Crops per classifier forward pass."),
-    tta: bool = typer.Option(False, "--tta", help="Average with left-right mirrored crops (sides swapped)."),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average with left-right mirrored crops (sides swapped). Default: on when every run was trained "
+        "on mirrors (side_flip).",
+    ),
     threads: int = typer.Option(
         1, "--threads", help="Torch CPU threads (0: torch's default); one study's batch runs fastest on one."
     ),

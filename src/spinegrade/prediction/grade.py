@@ -169,13 +169,13 @@ class Ensemble:
         *,
         device: str = "cpu",
         batch_size: int = 64,
-        tta: bool = False,
+        tta: bool | None = False,
         space: str | None = None,
         weights: Sequence[float] | None = None,
     ) -> Ensemble:
         """Load every run found under `paths` (see find_members). `space` and `weights` (one per run)
         override those of an ensemble.json; the default space is probability, never worse than logit end to
-        end (measured: docs/results.md#variants)."""
+        end (measured: docs/results.md#variants). tta None: on when every run was trained on mirrors."""
         from spinegrade.training.checkpoint import load_run
 
         members, file_space = find_members(paths)
@@ -192,6 +192,8 @@ class Ensemble:
                 raise DataError(f"{path}/best.json lacks the crop settings k, size: {exc}") from None
             runs.append(GradingRun(path, model, info, spec, weight))
         space = space or file_space or "probability"
+        if tta is None:
+            tta = all(run.info.get("side_flip") is True for run in runs)
         return cls(runs, device=device, batch_size=batch_size, tta=tta, space=space)
 
     @property

@@ -94,7 +94,7 @@ def predict(
     workers: int = 0,
     device: str = "cpu",
     batch_size: int = 64,
-    tta: bool = False,
+    tta: bool | None = None,
     threads: int = 1,
     resume: bool = False,
     progress: bool = True,
@@ -117,6 +117,8 @@ def predict(
     stacking: a second stage's JSON (default: stacking.json in a --runs folder, if any); calibration: a
     calibration JSON (default: calibration.json in a --runs folder, if any, when no stacking); space
     (probability or logit) and run_weights override an ensemble.json of the runs.
+    tta: average each crop's left-right mirror in (None: when every run was trained on mirrors, measured
+    better: docs/results.md#classifier-levers-at-150-studies).
     Raises DataError for unusable inputs (no runs, no locator, a bad CSV); never for one study.
     """
     from spinegrade.localization.locate import load_locator, locate_study
@@ -154,7 +156,7 @@ def predict(
             ensemble, locator, Path(onnx_dir) if onnx_dir else None, threads
         )
     priors, prior_source = load_priors(ensemble, data_dir)
-    key = fingerprint(ensemble, locator_dir, tta, runtime)
+    key = fingerprint(ensemble, locator_dir, ensemble.tta, runtime)
     details_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[int, StudyResult] = {}
