@@ -57,7 +57,6 @@ class DemoSettings:
     n_boot: int = 2000
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
-    fold_jobs: int = 1  # folds trained side by side (cv --fold-jobs), sharing the threads
 
     def cv_settings(self) -> CvSettings:
         """The cv run of these sizes (the project's CPU defaults; bench/learning_curve.py runs them too)."""
@@ -83,7 +82,6 @@ class DemoSettings:
             ),
             n_boot=self.n_boot,
             threads=self.threads,
-            fold_jobs=self.fold_jobs,
         )
 
 
