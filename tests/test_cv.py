@@ -231,14 +231,13 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         locator=LocatorSettings(size=64, epochs=1, samples_per_epoch=16),
         n_boot=50,
         variants={"bal": {"class_weights": "balanced"}},
-        fold_jobs=2,  # the locators and both classifiers two at a time, in processes; the resume: here
     )
     with torch_threads(1):
         first = cross_validate(data, out, settings)
         run = out / "fold0" / "classifiers" / "resnet18__labelled__bal"
         stamp = (run / "best.safetensors").stat().st_mtime_ns
         more = {**settings.variants, "flip": {"side_flip": True}, "small": {"arch": "regnetx_002"}}
-        report = cross_validate(data, out, replace(settings, variants=more, fold_jobs=1), resume=True)
+        report = cross_validate(data, out, replace(settings, variants=more), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
     assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
@@ -270,20 +269,6 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     tta = pd.read_csv(out / "oof_tta_submission.csv")
     assert len(tta) == len(corrected) and "end to end (labelled), side-flip TTA" in scores
     assert "end to end (labelled), side-flip TTA - end to end (labelled)" in report["differences"]
-
-
-def test_fold_jobs_run_side_by_side_and_a_failure_is_raised_after_the_others_end(tmp_path: Path) -> None:
-    from spinegrade.crossval.jobs import Job, run_jobs, threads_per_job
-
-    run_jobs([Job(Path.write_text, (tmp_path / f"{i}.txt", str(i))) for i in range(3)], 2)
-    assert sorted(p.read_text() for p in tmp_path.glob("*.txt")) == ["0", "1", "2"]
-    failing = [Job(Path.read_text, (tmp_path / "missing",)), Job(Path.write_text, (tmp_path / "late", "x"))]
-    with pytest.raises(FileNotFoundError, match="missing"):
-        run_jobs(failing, 2)
-    assert (tmp_path / "late").read_text() == "x"  # the other job still ran to its end
-    assert threads_per_job(4, 2) == 2 and threads_per_job(1, 2) == 1 and threads_per_job(0, 1) >= 1
-    with pytest.raises(DataError, match="--fold-jobs 0"):
-        CvSettings(fold_jobs=0)
 
 
 def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(

@@ -71,15 +71,7 @@ def cv_command(
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu..."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),
     workers: int = typer.Option(0, "--workers", help="Processes reading studies ahead and cropping."),
-    threads: int = typer.Option(
-        1, "--threads", help="torch CPU threads (0: one per core), shared by the --fold-jobs processes."
-    ),
-    fold_jobs: int = typer.Option(
-        1,
-        "--fold-jobs",
-        help="Folds whose locators and classifiers train side by side, each in its own process (CPU: 2 on "
-        "2 cores trains faster than one fold on both).",
-    ),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads (0: torch's default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the plan, the training and the jitter."),
     logger: str = typer.Option(
         "csv",
@@ -135,7 +127,6 @@ def cv_command(
         devices=devices,
         workers=workers,
         threads=threads,
-        fold_jobs=fold_jobs,
         logger=logger,
         variants=parse_variants(variant),
     )

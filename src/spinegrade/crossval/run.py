@@ -32,7 +32,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
-from spinegrade.crossval.jobs import Job, run_jobs, threads_per_job, train_classifier_job
 from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
 from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.variants import check_variant
@@ -85,8 +84,7 @@ class CvSettings:
     accelerator: str = "auto"
     devices: str = "auto"
     workers: int = 0  # processes reading studies ahead / cutting crops (0: in this process)
-    threads: int = 1  # torch CPU threads (0: one per core), shared by the fold jobs
-    fold_jobs: int = 1  # folds trained side by side, each in its own process (crossval.jobs)
+    threads: int = 1  # torch CPU threads
     n_boot: int = 2000
     logger: str = "csv"  # the locators' and classifiers' training curves (training.loggers)
     # name -> TrainConfig overrides (crossval.variants), trained at the headline training points
@@ -94,8 +92,6 @@ class CvSettings:
 
     def __post_init__(self) -> None:
         check_logger(self.logger)
-        if self.fold_jobs < 1:
-            raise DataError(f"--fold-jobs {self.fold_jobs}: give 1 (one fold after another) or more")
         unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
         if unknown or not self.train_points:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
@@ -220,6 +216,7 @@ def cross_validate(
     from spinegrade.localization.train import train_locator
     from spinegrade.runtime import torch_threads
     from spinegrade.training.runs import TrainConfig, versions, write_json
+    from spinegrade.training.train import train_run
 
     console = console or Console(soft_wrap=True)
     data_dir, out = Path(data_dir), Path(out)
@@ -265,33 +262,20 @@ def cross_validate(
         with timed_stage(
             console, timings, f"locators (folds {','.join(map(str, located_folds))})", prefix="cv: "
         ):
-            at_once = min(settings.fold_jobs, len(located_folds))
-            threads = threads_per_job(settings.threads, at_once) if at_once > 1 else settings.threads
-            console.print(
-                f"folds {','.join(map(str, located_folds))}: locators trained on the other folds"
-                + (f", {at_once} at a time ({threads} thread(s) each)" if at_once > 1 else "")
-            )
-            locator_jobs = [
-                Job(
-                    train_locator,
-                    (
-                        data_dir,
-                        out / f"fold{fold}" / "locator",
-                        replace(settings.locator, fold=fold, n_folds=n_folds, seed=settings.seed),
-                    ),
-                    {
-                        "accelerator": settings.accelerator,
-                        "devices": int(settings.devices) if settings.devices.isdigit() else settings.devices,
-                        "threads": threads,
-                        "folds_file": plan_file,
-                        "evaluate": False,
-                        "logger": settings.logger,
-                        "progress": console.is_terminal and at_once == 1,
-                    },
+            for fold in located_folds:
+                console.print(f"fold {fold}: locators trained on the other folds")
+                train_locator(
+                    data_dir,
+                    out / f"fold{fold}" / "locator",
+                    replace(settings.locator, fold=fold, n_folds=n_folds, seed=settings.seed),
+                    accelerator=settings.accelerator,
+                    devices=int(settings.devices) if settings.devices.isdigit() else settings.devices,
+                    threads=settings.threads,
+                    folds_file=plan_file,
+                    evaluate=False,
+                    logger=settings.logger,
+                    progress=console.is_terminal,
                 )
-                for fold in located_folds
-            ]
-            run_jobs(locator_jobs, at_once)
         with timed_stage(console, timings, "locate held-out studies", prefix="cv: "):
             located, points = {}, []
             for fold in located_folds:
@@ -325,9 +309,6 @@ def cross_validate(
                     console=console,
                 )
         with timed_stage(console, timings, "classifiers", prefix="cv: "):
-            n_runs = len(_members(settings)) * len(graded) * len(settings.archs)
-            at_once = min(settings.fold_jobs, n_runs)
-            threads = threads_per_job(settings.threads, at_once) if at_once > 1 else settings.threads
             base = TrainConfig(
                 keep="last",  # the fold it is graded on never chooses an epoch (a variant may measure "best")
                 imbalance=settings.imbalance,
@@ -336,27 +317,22 @@ def cross_validate(
                 seed=settings.seed,
                 accelerator=settings.accelerator,
                 devices=settings.devices,
-                threads=threads,
+                threads=settings.threads,
                 logger=settings.logger,
             )
-            classifier_jobs = []
             for member in _members(settings):
                 overrides = settings.variants.get(member.variant or "", {})
-                trained_on = train_caches.get(member.points)
                 for fold in graded:
                     archs = member.archs(settings.archs)
                     for arch, run in zip(archs, member.runs(out, fold, settings.archs), strict=True):
-                        config = replace(base, **{"arch": arch, "fold": fold, **overrides})
-                        classifier_jobs.append(
-                            Job(
-                                train_classifier_job,
-                                (cache.path, run, config, trained_on.path if trained_on else None),
-                                {} if at_once > 1 else {"console": console},
-                            )
+                        train_run(
+                            cache,
+                            run,
+                            replace(base, **{"arch": arch, "fold": fold, **overrides}),
+                            train_cache=train_caches.get(member.points),
+                            resume=True,
+                            console=console,
                         )
-            if at_once > 1:
-                console.print(f"{n_runs} classifiers, {at_once} at a time ({threads} thread(s) each)")
-            run_jobs(classifier_jobs, at_once)
         with timed_stage(console, timings, "grade held-out studies", prefix="cv: "):
             submissions = grade_folds(data, out, folds, graded, located, settings, long, console)
     for name, frame in submissions.items():
