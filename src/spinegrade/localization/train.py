@@ -48,7 +48,7 @@ from spinegrade.localization.targets import (
     rescale,
     series_targets,
 )
-from spinegrade.runtime import quiet_lightning, torch_threads
+from spinegrade.runtime import adamw, quiet_lightning, torch_threads
 from spinegrade.training.loggers import LOG_EVERY_N_STEPS, check_logger, training_logger
 from spinegrade.training.runs import versions, write_json
 
@@ -83,7 +83,7 @@ class LocatorModule(L.LightningModule):
 
     def configure_optimizers(self):
         s = self.settings
-        optimizer = torch.optim.AdamW(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        optimizer = adamw(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=s.lr, total_steps=int(self.trainer.estimated_stepping_batches), pct_start=0.15
         )

@@ -34,6 +34,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from spinegrade.evaluation.metrics import classification_metrics
 from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
+from spinegrade.runtime import adamw
 from spinegrade.training.augment import AugmentConfig, augment_batch
 from spinegrade.training.datamodule import as_batch
 from spinegrade.training.loggers import log_epoch
@@ -215,7 +216,7 @@ class ScoredModule(pl.LightningModule):
         self._outputs = []
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        optimizer = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = adamw(self.trainable(), lr=self.lr, weight_decay=self.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
         warmup = min(max(int(self.warmup_epochs * steps_per_epoch), 1), total)
