@@ -73,6 +73,11 @@ class GradingRun:
         factors = (self.info.get("prior_shift") or {}).get("factors")
         return None if factors is None else np.asarray(factors, dtype=np.float64)
 
+    @property
+    def mirrored(self) -> bool:
+        """Whether the run was trained on left-right mirrored views (best.json side_flip): TTA needs it."""
+        return self.info.get("side_flip") is True
+
 
 def read_ensemble_file(folder: Path) -> tuple[list[tuple[Path, float]], str | None]:
     """(member run folders with weights, space or None) of folder/ensemble.json (see the module doc)."""
@@ -151,7 +156,7 @@ class Ensemble:
             raise DataError(f"batch size must be at least 1, got {batch_size}")
         if space not in SPACES:
             raise DataError(f"ensemble space {space!r} unknown; use {' or '.join(SPACES)}")
-        unflipped = [str(run.path) for run in runs if run.info.get("side_flip") is not True]
+        unflipped = [str(run.path) for run in runs if not run.mirrored]
         if tta and unflipped:
             raise DataError(
                 f"--tta averages left-right mirrored crops, but {len(unflipped)} run(s) were not trained on "
@@ -193,7 +198,7 @@ class Ensemble:
             runs.append(GradingRun(path, model, info, spec, weight))
         space = space or file_space or "probability"
         if tta is None:
-            tta = all(run.info.get("side_flip") is True for run in runs)
+            tta = all(run.mirrored for run in runs)
         return cls(runs, device=device, batch_size=batch_size, tta=tta, space=space)
 
     @property
@@ -206,7 +211,7 @@ class Ensemble:
     @property
     def mirrorable(self) -> bool:
         """Whether every run was trained on left-right mirrored views (what --tta needs)."""
-        return all(run.info.get("side_flip") is True for run in self.runs)
+        return all(run.mirrored for run in self.runs)
 
     def _with(self, **changes: Any) -> Ensemble:
         """The same runs (shared, not reloaded) graded with some settings changed."""
