@@ -16,6 +16,7 @@ from spinegrade.errors import DataError
 from spinegrade.models import create_model, list_models
 from spinegrade.models import pretrained as pretrained_module
 from spinegrade.models.pretrained import PretrainedWeightsWarning, hub_offline, hub_reachable
+from spinegrade.onnxrt import export_classifier
 
 K = 5
 
@@ -150,3 +151,38 @@ def test_pickled_or_missing_weight_files_are_refused(tmp_path) -> None:
         create_model("test_efficientnet", in_chans=3, weights=path)
     with pytest.raises(DataError, match="does not exist"):
         create_model("test_efficientnet", in_chans=3, weights=tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("conditioning", ["film", "concat"])
+def test_ordinal_output_gives_ordered_grades_that_start_at_the_priors(conditioning: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", in_chans=3, conditioning=conditioning, output="ordinal").eval()
+    ordinal = model.head.ordinal
+    assert ordinal is not None
+    priors = torch.distributions.Dirichlet(torch.ones(3)).sample((25,))
+    ordinal.init_cuts(priors)
+    x, condition, level = (
+        torch.rand(6, 3, 32, 32),
+        torch.tensor([0, 1, 2, 3, 4, 4]),
+        torch.tensor([0, 1, 2, 3, 4, 0]),
+    )
+    with torch.no_grad():
+        probs = model.predict_proba(x, condition, level)
+        # A score of 0 gives each target's priors back: the cut points start where the fold's labels are.
+        at_zero = ordinal(torch.zeros(6, 1), condition * 5 + level).softmax(dim=1)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(6), atol=1e-5)
+    assert torch.allclose(at_zero, priors[condition * 5 + level].float(), atol=1e-3)
+    # A higher score moves mass from Normal/Mild to Severe, monotonically (the grades are ordered).
+    scores = torch.linspace(-6, 6, 13)[:, None]
+    graded = ordinal(scores, torch.full((13,), 7)).softmax(dim=1)
+    assert (graded[1:, 0] <= graded[:-1, 0] + 1e-6).all() and (graded[1:, 2] >= graded[:-1, 2] - 1e-6).all()
+    # Trainable end to end: the loss reaches the backbone.
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x, condition, level), torch.tensor([0, 1, 2, 0, 1, 2]))
+    loss.backward()
+    assert _first_conv(model).weight.grad is not None and torch.isfinite(loss)
+    # It exports to ONNX (predict's bundles) and runs there as in torch (export_classifier checks the two).
+    _, worst = export_classifier(model.eval(), 3, 32)
+    assert worst < 1e-4
+    with pytest.raises(ValueError, match="output"):
+        create_model("test_efficientnet", in_chans=3, output="cumulative")

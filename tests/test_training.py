@@ -306,6 +306,31 @@ def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache,
         _config(any_severe=1.0)  # the term belongs to loss 'score'
 
 
+def test_an_ordinal_run_starts_at_the_priors_and_load_run_rebuilds_it(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = train_run(cache, run, _config(epochs=2, output="ordinal"))
+    info = json.loads((run / "best.json").read_text())
+    assert info["model"]["output"] == "ordinal" and np.isfinite(result["score"])
+    model, _ = load_run(run)
+    assert model.head.ordinal is not None
+    # Before training, a crop that scores 0 gets its target's training-fold priors (the cut points' start).
+    config = _config(output="ordinal").resolved()
+    start = train_lib._grading_module(
+        config, cache, train_lib.FoldData.build(cache, config)
+    ).model.head.ordinal
+    assert start is not None
+    priors = pd.DataFrame(info["priors"]).set_index(["condition", "level"])
+    target = torch.tensor([CONDITIONS.index("spinal_canal_stenosis") * 5 + 3])
+    expected = priors.loc[("spinal_canal_stenosis", "l4_l5"), list(SEVERITIES)].to_numpy(np.float64)
+    with torch.no_grad():
+        got = start(torch.zeros(1, 1), target).softmax(dim=1)[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    with pytest.raises(DataError, match="output 'cumulative' unknown"):
+        TrainConfig(output="cumulative")
+
+
 def test_batches_carry_the_study_of_their_own_cache_rows(cache: CropCache) -> None:
     rows = np.arange(len(cache.index))[::-1][:40]  # any order: a training cache's rows need not match
     labels = Labels.of_rows(cache, rows)

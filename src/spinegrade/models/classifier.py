@@ -21,6 +21,7 @@ import os
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spinegrade.models.pretrained import create_backbone
@@ -29,10 +30,45 @@ from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
 
 Conditioning = Literal["film", "concat"]
 CONDITIONINGS: tuple[str, ...] = ("film", "concat")
+Output = Literal["softmax", "ordinal"]
+OUTPUTS: tuple[str, ...] = ("softmax", "ordinal")
+
+
+class OrdinalOutput(nn.Module):
+    """A severity score s (B, 1) graded by two cut points c0 < c1 per (condition, level): the
+    cumulative-logit model P(grade <= j) = sigmoid(c_j - s). The grades are ordered, and both a reader's
+    label and the picture grade one underlying narrowing: the backbone learns one scalar where a softmax
+    learns three free logits per target. Returns log-probabilities, so softmax() of them gives P(grade).
+    """
+
+    def __init__(self, n_targets: int) -> None:
+        super().__init__()
+        # Per target: c0 and the gap c1 - c0 before a softplus (init_cuts sets them from the priors).
+        self.cuts = nn.Embedding(n_targets, 2)
+        nn.init.zeros_(self.cuts.weight)
+
+    @torch.no_grad()
+    def init_cuts(self, probs: torch.Tensor) -> None:
+        """Start the cut points where a score of 0 gives class probabilities `probs` (n_targets, 3)."""
+        cumulative = probs[:, :2].double().cumsum(dim=1).clamp(1e-4, 1 - 1e-4)
+        cuts = torch.logit(cumulative)
+        gap = (cuts[:, 1] - cuts[:, 0]).clamp_min(1e-3)
+        self.cuts.weight.copy_(torch.stack([cuts[:, 0], gap + torch.log(-torch.expm1(-gap))], dim=1))
+
+    def forward(self, score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        s = score.squeeze(1).float()
+        raw = self.cuts(target).float()
+        c0 = raw[:, 0]
+        gap = F.softplus(raw[:, 1]).clamp_min(1e-4)
+        c1 = c0 + gap
+        # log P(0), log P(1), log P(2); P(1) = sigmoid(c1 - s) sigmoid(s - c0) (1 - exp(-gap)), stable
+        # (not expm1: ONNX has no such operator, and gap >= 1e-4 keeps 1 - exp(-gap) exact enough).
+        middle = F.logsigmoid(c1 - s) + F.logsigmoid(s - c0) + torch.log(1 - torch.exp(-gap))
+        return torch.stack([F.logsigmoid(c0 - s), middle, F.logsigmoid(s - c1)], dim=1)
 
 
 class ConditionedHead(nn.Module):
-    """Pooled features + (condition, level) indices -> severity logits."""
+    """Pooled features + (condition, level) indices -> severity logits (log-probabilities when ordinal)."""
 
     def __init__(
         self,
@@ -42,6 +78,7 @@ class ConditionedHead(nn.Module):
         n_levels: int,
         n_classes: int,
         conditioning: Conditioning = "film",
+        output: Output = "softmax",
         embed_dim: int = 16,
         hidden: int = 256,
         drop_rate: float = 0.2,
@@ -49,25 +86,35 @@ class ConditionedHead(nn.Module):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
-        self.conditioning = conditioning
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if output == "ordinal" and n_classes != 3:
+            raise ValueError(f"the ordinal output grades 3 classes, not {n_classes}")
+        self.conditioning, self.output, self.n_levels = conditioning, output, n_levels
         self.condition_embedding = nn.Embedding(n_conditions, embed_dim)
         self.level_embedding = nn.Embedding(n_levels, embed_dim)
         self.dropout = nn.Dropout(drop_rate)
+        n_out = 1 if output == "ordinal" else n_classes
         if conditioning == "film":
             self.film = nn.Linear(2 * embed_dim, 2 * in_features)
-            self.classifier: nn.Module = nn.Linear(in_features, n_classes)
+            self.classifier: nn.Module = nn.Linear(in_features, n_out)
         else:
             self.classifier = nn.Sequential(
-                nn.Linear(in_features + 2 * embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_classes)
+                nn.Linear(in_features + 2 * embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_out)
             )
+        self.ordinal = OrdinalOutput(n_conditions * n_levels) if output == "ordinal" else None
 
     def forward(self, features: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         context = torch.cat([self.condition_embedding(condition), self.level_embedding(level)], dim=1)
         features = self.dropout(features)
         if self.conditioning == "film":
             scale, shift = self.film(context).chunk(2, dim=1)
-            return self.classifier(features * (1 + scale) + shift)
-        return self.classifier(torch.cat([features, context], dim=1))
+            out = self.classifier(features * (1 + scale) + shift)
+        else:
+            out = self.classifier(torch.cat([features, context], dim=1))
+        if self.ordinal is None:
+            return out
+        return self.ordinal(out, condition * self.n_levels + level)
 
 
 class SpineClassifier(nn.Module):
@@ -117,6 +164,7 @@ def create_model(
     n_levels: int = len(LEVELS),
     n_classes: int = len(SEVERITIES),
     conditioning: Conditioning = "film",
+    output: Output = "softmax",
     embed_dim: int = 16,
     hidden: int = 256,
     drop_rate: float = 0.2,
@@ -127,6 +175,7 @@ def create_model(
 
     in_chans: slices per 2.5D crop (the cache's k). pretrained: ImageNet weights from the hub when online
     (otherwise a warning and random weights); weights: a local .safetensors/.pth file (wins over the hub).
+    output: "softmax" (three logits) or "ordinal" (one score and two cut points per target; OrdinalOutput).
     mean/std: the input standardisation, stored in the model.
     """
     spec = resolve_arch(arch)
@@ -142,6 +191,7 @@ def create_model(
         n_levels=n_levels,
         n_classes=n_classes,
         conditioning=conditioning,
+        output=output,
         embed_dim=embed_dim,
         hidden=hidden,
         drop_rate=drop_rate,

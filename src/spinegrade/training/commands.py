@@ -157,6 +157,11 @@ def train_command(
     conditioning: str = typer.Option(
         D["conditioning"], "--conditioning", help="How the head uses condition and level: film or concat."
     ),
+    output: str = typer.Option(
+        D["output"],
+        "--output",
+        help="softmax (three logits per crop) or ordinal (one severity score and two cut points per target).",
+    ),
     side_flip: bool | None = typer.Option(
         None,
         "--side-flip/--no-side-flip",
@@ -222,6 +227,7 @@ def train_command(
         pretrained=pretrained,
         weights=str(weights) if weights else None,
         conditioning=conditioning,
+        output=output,
         side_flip=side_flip,
         prior_shift=prior_shift,
         loss=loss,

@@ -116,6 +116,7 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None
     conditioning: str = "film"
+    output: str = "softmax"  # models.classifier.OUTPUTS: three logits, or ordinal cut points
     side_flip: bool | None = None  # left/right mirrors that swap the side label; None: the recipe
     channels_last: bool = True
     prior_shift: bool = True  # correct probabilities back to the score's training distribution
@@ -125,7 +126,7 @@ class TrainConfig:
     logger: str = "csv"  # training curves in RUN/logs (training.loggers): csv or tensorboard
 
     def __post_init__(self) -> None:
-        from spinegrade.models.classifier import CONDITIONINGS
+        from spinegrade.models.classifier import CONDITIONINGS, OUTPUTS
         from spinegrade.training.loggers import check_logger
 
         check_logger(self.logger)
@@ -134,6 +135,7 @@ class TrainConfig:
             "class_weights": (self.class_weights in CLASS_WEIGHT_MODES, CLASS_WEIGHT_MODES),
             "smote_space": (self.smote_space in SMOTE_SPACES, SMOTE_SPACES),
             "conditioning": (self.conditioning in CONDITIONINGS, CONDITIONINGS),
+            "output": (self.output in OUTPUTS, OUTPUTS),
             "loss": (self.loss in LOSSES, LOSSES),
             "keep": (self.keep in KEEP_MODES, KEEP_MODES),
         }

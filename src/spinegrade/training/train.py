@@ -79,6 +79,7 @@ from spinegrade.training.runs import (
     write_csv,
     write_json,
 )
+from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
 
 LAST: Final = "last"
 BACKBONE: Final = "backbone"
@@ -164,7 +165,7 @@ def _start_run_dir(run_dir: Path, config: TrainConfig, cache: CropCache) -> None
 
 def _model_kwargs(config: TrainConfig, data: FoldData) -> dict[str, Any]:
     """create_model's settings beyond arch and in_chans (saved in best.json for load_run)."""
-    return {"conditioning": config.conditioning, "mean": data.mean, "std": data.std}
+    return {"conditioning": config.conditioning, "output": config.output, "mean": data.mean, "std": data.std}
 
 
 def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[str, Any]:
@@ -390,6 +391,13 @@ class FoldData:
         )
 
 
+def _target_priors(priors: pd.DataFrame) -> torch.Tensor:
+    """level_priors' frame -> (conditions x levels, 3) in the head's target order (condition-major)."""
+    frame = priors.set_index(["condition", "level"])
+    rows = [frame.loc[(c, lvl), list(SEVERITIES)] for c in CONDITIONS for lvl in LEVELS]
+    return torch.tensor(np.asarray(rows, dtype=np.float64))
+
+
 def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> GradingModule:
     model = create_model(
         config.arch,
@@ -398,6 +406,8 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         weights=config.weights,
         **_model_kwargs(config, data),
     )
+    if model.head.ordinal is not None:
+        model.head.ordinal.init_cuts(_target_priors(data.priors))
     return GradingModule(
         model,
         augment=AugmentConfig(side_flip=bool(config.side_flip)),  # resolved: never None here
