@@ -116,7 +116,9 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None
     conditioning: str = "film"
-    output: str = "softmax"  # models.classifier.OUTPUTS: three logits, or ordinal cut points
+    # models.classifier.OUTPUTS: three logits, or one score and ordinal cut points (measured worse:
+    # docs/results.md#classifier-levers-at-150-studies)
+    output: str = "softmax"
     side_flip: bool | None = None  # left/right mirrors that swap the side label; None: the recipe
     channels_last: bool = True
     prior_shift: bool = True  # correct probabilities back to the score's training distribution
