@@ -90,7 +90,7 @@ class ConditionedHead(nn.Module):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "ordinal" and n_classes != 3:
             raise ValueError(f"the ordinal output grades 3 classes, not {n_classes}")
-        self.conditioning, self.output, self.n_levels = conditioning, output, n_levels
+        self.conditioning, self.n_levels = conditioning, n_levels
         self.condition_embedding = nn.Embedding(n_conditions, embed_dim)
         self.level_embedding = nn.Embedding(n_levels, embed_dim)
         self.dropout = nn.Dropout(drop_rate)

@@ -79,7 +79,7 @@ from spinegrade.training.runs import (
     write_csv,
     write_json,
 )
-from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
+from spinegrade.vocab import SEVERITIES, TARGETS
 
 LAST: Final = "last"
 BACKBONE: Final = "backbone"
@@ -391,13 +391,6 @@ class FoldData:
         )
 
 
-def _target_priors(priors: pd.DataFrame) -> torch.Tensor:
-    """level_priors' frame -> (conditions x levels, 3) in the head's target order (condition-major)."""
-    frame = priors.set_index(["condition", "level"])
-    rows = [frame.loc[(c, lvl), list(SEVERITIES)] for c in CONDITIONS for lvl in LEVELS]
-    return torch.tensor(np.asarray(rows, dtype=np.float64))
-
-
 def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> GradingModule:
     model = create_model(
         config.arch,
@@ -406,8 +399,9 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         weights=config.weights,
         **_model_kwargs(config, data),
     )
-    if model.head.ordinal is not None:
-        model.head.ordinal.init_cuts(_target_priors(data.priors))
+    if model.head.ordinal is not None:  # the head's targets run in TARGETS order, as level_priors' rows
+        priors = data.priors.set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
+        model.head.ordinal.init_cuts(torch.tensor(priors.to_numpy(np.float64)))
     return GradingModule(
         model,
         augment=AugmentConfig(side_flip=bool(config.side_flip)),  # resolved: never None here
