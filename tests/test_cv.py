@@ -236,12 +236,19 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         first = cross_validate(data, out, settings)
         run = out / "fold0" / "classifiers" / "resnet18__labelled__bal"
         stamp = (run / "best.safetensors").stat().st_mtime_ns
-        more = {**settings.variants, "flip": {"side_flip": True}, "small": {"arch": "regnetx_002"}}
+        more = {
+            **settings.variants,
+            "flip": {"side_flip": True},
+            "small": {"arch": "regnetx_002"},
+            "dist": {"distill": 0.5},
+        }
         report = cross_validate(data, out, replace(settings, variants=more), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
     assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
     assert json.loads((run.with_name("resnet18__labelled__flip") / "config.json").read_text())["side_flip"]
+    taught = json.loads((run.with_name("resnet18__labelled__dist") / "config.json").read_text())
+    assert taught["teacher"] == str(run.with_name("resnet18__labelled"))  # the fold's headline run
     small = json.loads((run.with_name("regnetx_002__labelled__small") / "config.json").read_text())
     assert small["arch"] == "regnetx_002"  # an arch variant: its own folder, paired with the headline
     scores = report["scores"]

@@ -19,7 +19,13 @@ from spinegrade.errors import DataError
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.training import module as module_lib
 from spinegrade.training import train as train_lib
-from spinegrade.training.augment import AugmentConfig, augment_batch, side_flip
+from spinegrade.training.augment import (
+    AugmentConfig,
+    augment_batch,
+    mix_partners,
+    mixup_batch,
+    side_flip,
+)
 from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
 from spinegrade.training.compare import train
@@ -113,6 +119,88 @@ def test_augmentation_is_off_by_default_for_sides_and_changes_the_pixels() -> No
     assert not torch.allclose(out, x)
     untouched, _ = augment_batch(x, condition, AugmentConfig(0, 0, 0, 0, 0, 0))
     assert torch.equal(untouched, x)
+
+
+def test_mixup_blends_each_crop_with_another_of_its_condition_group() -> None:
+    torch.manual_seed(0)
+    condition = torch.tensor([0, 1, 2, 3, 4, 0, 0, 1, 3])  # spinal x3, foraminal x4, subarticular x2
+    partner = mix_partners(condition)
+    assert sorted(partner.tolist()) == list(range(len(condition)))  # every crop is someone's partner once
+    assert torch.all(partner != torch.arange(len(condition)))  # no group here has a single crop
+    groups = [GROUP_OF_CONDITION[CONDITIONS[int(c)]] for c in condition]
+    assert all(groups[i] == groups[int(j)] for i, j in enumerate(partner))
+    assert torch.equal(mix_partners(torch.tensor([0, 1])), torch.tensor([0, 1]))  # alone: itself
+    x = torch.rand(len(condition), K, SIZE, SIZE)
+    mixed, partner, weight = mixup_batch(x, condition, 0.4)
+    assert 0.0 <= weight <= 1.0
+    torch.testing.assert_close(mixed, weight * x + (1 - weight) * x[partner])
+
+
+def test_mixup_loss_blends_the_crops_and_their_partners_target_losses(cache: CropCache) -> None:
+    config = _config(mixup=0.4).resolved()
+    module = train_lib._grading_module(config, cache, train_lib.FoldData.build(cache, config)).eval()
+    assert module.augment.mixup == 0.4
+    torch.manual_seed(0)
+    rows = np.arange(16)
+    batch = {
+        "x": torch.rand(16, K, SIZE, SIZE),
+        "severity": torch.randint(0, 3, (16,)),
+        "condition": torch.from_numpy(cache.index["condition"].map(CONDITIONS.index).to_numpy()[rows]),
+        "level": torch.zeros(16, dtype=torch.int64),
+        "study": torch.zeros(16, dtype=torch.int64),
+        "row": torch.from_numpy(rows),
+    }
+    plain = module.training_loss(batch)
+    partner = mix_partners(batch["condition"])
+    keys = ("severity", "condition", "level", "study", "row")
+    other = {**batch, **{k: batch[k][partner] for k in keys}}
+    with torch.no_grad():
+        expected = 0.3 * plain + 0.7 * module.training_loss(other)
+        mixed = module.training_loss({**batch, "partner": partner, "mix_weight": torch.tensor(0.3)})
+    torch.testing.assert_close(mixed, expected)
+    with pytest.raises(DataError, match="mixup"):
+        TrainConfig(mixup=-1.0)
+
+
+def test_a_distilled_run_learns_from_its_teachers_probabilities_of_the_training_crops(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    teacher = tmp_path / "teacher"
+    train_run(cache, teacher, _config(epochs=1))
+    config = _config(epochs=1, distill=1.0, teacher=str(teacher)).resolved()
+    data = train_lib.FoldData.build(cache, config)
+    module = train_lib._grading_module(config, cache, data).eval()
+    model, _ = load_run(teacher)
+    rows, probs = run_model(model, data.train, what="probs", batch_size=64, device="cpu")
+    np.testing.assert_allclose(module.teacher_targets[rows].numpy(), probs, atol=1e-6)
+    batch = data.train.__getitems__(list(range(16)))
+    batch["x"] = batch["x"].float()
+    with torch.no_grad():
+        logits = module.logits(batch)
+        expected = -(module.teacher_targets[batch["row"]] * logits.log_softmax(dim=1)).sum(dim=1).mean()
+        torch.testing.assert_close(
+            module.target_loss(logits, batch), expected
+        )  # distill 1: the teacher's only
+    student = tmp_path / "student"
+    result = train_run(cache, student, _config(epochs=1, distill=0.5, teacher=str(teacher)))
+    assert np.isfinite(result["score"])
+    assert json.loads((student / "config.json").read_text())["teacher"] == str(teacher)
+
+
+def test_distillation_refuses_a_teacher_of_another_fold_or_none(cache: CropCache, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    train_run(cache, teacher, _config(epochs=1, fold=1))
+    with pytest.raises(DataError, match="trained for fold 1, not 0"):
+        train_run(cache, tmp_path / "a", _config(distill=0.5, teacher=str(teacher)))
+    with pytest.raises(DataError, match="another class balance"):
+        train_run(cache, tmp_path / "b", _config(fold=1, imbalance="none", distill=0.5, teacher=str(teacher)))
+    with pytest.raises(DataError, match="distill needs a teacher"):
+        train_run(cache, tmp_path / "c", _config(distill=0.5))
+    assert not any(tmp_path.glob("[abc]/*"))  # refused before anything is written
+    with pytest.raises(DataError, match="without smote"):
+        TrainConfig(distill=0.5, imbalance="smote")
+    with pytest.raises(DataError, match=r"distill is a share in \[0, 1\]"):
+        TrainConfig(distill=1.5)
 
 
 def test_input_statistics_come_from_the_given_training_rows(cache: CropCache) -> None:
@@ -292,10 +380,14 @@ def test_pixel_smote_refuses_a_fold_above_its_memory_bound(
         train_run(cache, tmp_path / "run", _config(epochs=1, imbalance="smote", smote_space="pixels"))
 
 
-def test_score_loss_with_any_severe_and_side_flip_are_recorded(cache: CropCache, tmp_path: Path) -> None:
+def test_score_loss_with_any_severe_side_flip_and_mixup_are_recorded(
+    cache: CropCache, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
-    result = train_run(cache, run, _config(epochs=1, loss="score", any_severe=1.0, side_flip=True))
+    config = _config(epochs=1, loss="score", any_severe=1.0, side_flip=True, mixup=0.4)
+    result = train_run(cache, run, config)
     info = json.loads((run / "best.json").read_text())
+    assert json.loads((run / "config.json").read_text())["mixup"] == 0.4
     assert info["side_flip"] is True and info["loss"] == {
         "name": "score",
         "any_severe": 1.0,

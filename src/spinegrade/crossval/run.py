@@ -320,15 +320,19 @@ def cross_validate(
                 threads=settings.threads,
                 logger=settings.logger,
             )
-            for member in _members(settings):
+            members = _members(settings)
+            for member in members:
                 overrides = settings.variants.get(member.variant or "", {})
                 for fold in graded:
                     archs = member.archs(settings.archs)
-                    for arch, run in zip(archs, member.runs(out, fold, settings.archs), strict=True):
+                    runs = member.runs(out, fold, settings.archs)
+                    teachers = members[0].runs(out, fold, settings.archs)  # a distilling variant's teacher
+                    for arch, run, teacher in zip(archs, runs, teachers, strict=True):
+                        taught = {"teacher": str(teacher)} if overrides.get("distill") else {}
                         train_run(
                             cache,
                             run,
-                            replace(base, **{"arch": arch, "fold": fold, **overrides}),
+                            replace(base, **{"arch": arch, "fold": fold, **taught, **overrides}),
                             train_cache=train_caches.get(member.points),
                             resume=True,
                             console=console,

@@ -9,6 +9,12 @@ left_* target into the right_* one. On axial crops (subarticular) the image colu
 the patient, so the mirror is a horizontal flip. On sagittal crops a horizontal flip would swap anterior
 and posterior, not sides; there the mirror is the reversed slice order (the k channels run along the
 left-right axis), with the image itself unchanged. The spinal canal has no side: its label is kept.
+
+Mixup (`mixup`, a Beta(alpha, alpha) draw per batch; 0 is off): each crop is blended with a partner of the
+same condition group (sagittal T2, sagittal T1, axial) and the loss blends the two targets' losses with the
+same weight (training.module.GradingModule). Mixup is known to resist label noise (Zhang et al., 2018),
+and the readers' grades are noisy. Written here rather than taken from timm's Mixup, which mixes one-hot
+targets of one label space, where each crop here is graded by its own target's read-out.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ MIRRORED_CONDITION = torch.tensor(
     ]
 )
 AXIAL_CONDITION = torch.tensor([GROUP_OF_CONDITION[c] == "subarticular" for c in CONDITIONS])
+_GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
+GROUP_INDEX = torch.tensor([_GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class AugmentConfig:
     brightness: float = 0.1
     noise: float = 0.02
     side_flip: bool = False
+    mixup: float = 0.0  # alpha of the Beta draw of the blend weight (0: no mixup)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,3 +100,31 @@ def augment_batch(
     if config.side_flip:
         x, condition = side_flip(x, condition, torch.rand(n, device=x.device) < 0.5)
     return x, condition
+
+
+def mix_partners(condition: torch.Tensor) -> torch.Tensor:
+    """Each sample's partner (B,) int64: another random sample of its condition group, itself when alone."""
+    n = condition.shape[0]
+    group = GROUP_INDEX.to(condition.device)[condition]
+    order = torch.randperm(n, device=condition.device)
+    order = order[torch.argsort(group[order], stable=True)]  # grouped, random within a group
+    grouped = group[order]
+    position = torch.arange(n, device=condition.device)
+    starts = torch.ones(n, dtype=torch.bool, device=condition.device)
+    starts[1:] = grouped[1:] != grouped[:-1]
+    first = torch.cummax(torch.where(starts, position, 0), dim=0).values  # each one's group start
+    following = position + 1
+    same = torch.zeros(n, dtype=torch.bool, device=condition.device)
+    same[:-1] = grouped[1:] == grouped[:-1]
+    partner = torch.empty_like(order)
+    partner[order] = order[torch.where(same, following, first)]  # the next of the group, wrapping round
+    return partner
+
+
+def mixup_batch(
+    x: torch.Tensor, condition: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(crops blended with their partners', partner (B,), weight): x * weight + x[partner] * (1 - weight)."""
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = mix_partners(condition)
+    return torch.lerp(x[partner], x, weight), partner, weight

@@ -167,6 +167,21 @@ def train_command(
         "--side-flip/--no-side-flip",
         help="Augment with left/right mirrors that swap the side label; " + recipe_default("side_flip") + ".",
     ),
+    mixup: float = typer.Option(
+        D["mixup"],
+        "--mixup",
+        help="Blend each crop with another of its condition group, and their losses, with a weight drawn "
+        "from Beta(alpha, alpha): the alpha, e.g. 0.4 (0: no mixup).",
+    ),
+    distill: float = typer.Option(
+        D["distill"],
+        "--distill",
+        help="Share of each training target taken from --teacher's probabilities of the crop, e.g. 0.5 "
+        "(0: the grades only).",
+    ),
+    teacher: Path | None = typer.Option(
+        None, "--teacher", help="A finished run of the same fold whose probabilities --distill learns from."
+    ),
     prior_shift: bool = typer.Option(
         D["prior_shift"],
         "--prior-shift/--no-prior-shift",
@@ -229,6 +244,9 @@ def train_command(
         conditioning=conditioning,
         output=output,
         side_flip=side_flip,
+        mixup=mixup,
+        distill=distill,
+        teacher=str(teacher) if teacher else None,
         prior_shift=prior_shift,
         loss=loss,
         any_severe=any_severe,

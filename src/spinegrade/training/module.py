@@ -35,7 +35,7 @@ from spinegrade.evaluation.metrics import classification_metrics
 from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
 from spinegrade.runtime import adamw
-from spinegrade.training.augment import AugmentConfig, augment_batch
+from spinegrade.training.augment import AugmentConfig, augment_batch, mixup_batch
 from spinegrade.training.datamodule import as_batch
 from spinegrade.training.loggers import log_epoch
 from spinegrade.training.runs import LOSSES, METRIC_COLUMNS, METRICS, STAGES, write_csv
@@ -175,8 +175,11 @@ class ScoredModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros(2, device=self.device)
 
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss(self.logits(batch), batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self.logits(batch), batch)
+        loss = self.training_loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["severity"]))
         self._loss_sum += torch.stack(
             [loss.detach() * len(batch["severity"]), loss.new_tensor(len(batch["severity"]))]
@@ -241,6 +244,8 @@ class GradingModule(ScoredModule):
     it for --resume.
     """
 
+    teacher_targets: torch.Tensor  # buffer: (cache rows, 3) probabilities when distilling
+
     def __init__(
         self,
         model: SpineClassifier,
@@ -248,12 +253,17 @@ class GradingModule(ScoredModule):
         augment: AugmentConfig,
         channels_last: bool = True,
         ema: float = 0.0,
+        teacher_targets: np.ndarray | None = None,
+        distill: float = 0.0,
         **kwargs: Any,
     ) -> None:
         from timm.utils import ModelEmaV3
 
         super().__init__(model, **kwargs)
         self.augment = augment
+        self.distill = distill if teacher_targets is not None else 0.0
+        targets = torch.zeros(0, 3) if teacher_targets is None else torch.as_tensor(teacher_targets)
+        self.register_buffer("teacher_targets", targets.float(), persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=True) if ema > 0 else None
@@ -270,8 +280,32 @@ class GradingModule(ScoredModule):
         x = batch["x"].float()
         if self.trainer.training:
             x, batch["condition"] = augment_batch(x, batch["condition"], self.augment)
+            if self.augment.mixup > 0:
+                x, batch["partner"], weight = mixup_batch(x, batch["condition"], self.augment.mixup)
+                batch["mix_weight"] = torch.tensor(weight)
         batch["x"] = x.contiguous(memory_format=self.memory_format)
         return batch
+
+    def target_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of the grades, blended with the cross-entropy to the teacher's probabilities of the
+        rows' crops when distilling (training.distill)."""
+        loss = self.loss(logits, batch)
+        if not self.distill:
+            return loss
+        taught = self.teacher_targets[batch["row"]]
+        soft = -(taught * logits.float().log_softmax(dim=1)).sum(dim=1).mean()
+        return torch.lerp(loss, soft, self.distill)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss; under mixup the blend of the crop's and its partner's target losses (augment doc)."""
+        if "partner" not in batch:
+            return self.target_loss(self.logits(batch), batch)
+        features = self.model.embed(batch["x"])
+        partner, weight = batch["partner"], batch["mix_weight"]
+        other = {key: batch[key][partner] for key in ("severity", "condition", "level", "study", "row")}
+        own_loss = self.target_loss(self.model.head(features, batch["condition"], batch["level"]), batch)
+        other_loss = self.target_loss(self.model.head(features, other["condition"], other["level"]), other)
+        return torch.lerp(other_loss, own_loss, weight.to(own_loss))
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         model = self.model if self.training else self.kept_model

@@ -125,6 +125,9 @@ class TrainConfig:
     loss: str = "weighted-ce"
     any_severe: float = 0.0  # weight of the in-batch any_severe_spinal term of loss "score"
     label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
+    mixup: float = 0.0  # alpha of mixup within a condition group (training.augment); 0: off
+    distill: float = 0.0  # share of each target taken from the teacher's probabilities (training.distill)
+    teacher: str | None = None  # a finished run of the same fold (cv: the fold's headline run)
     logger: str = "csv"  # training curves in RUN/logs (training.loggers): csv or tensorboard
 
     def __post_init__(self) -> None:
@@ -156,6 +159,12 @@ class TrainConfig:
             )
         if not 0 <= self.label_smoothing < 1:
             raise DataError(f"label_smoothing is a share in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.distill <= 1:
+            raise DataError(f"distill is a share in [0, 1] (0: no teacher), got {self.distill}")
+        if self.distill > 0 and self.method.sampler == "smote":
+            raise DataError("distill grades real training crops only: use it without smote")
+        if not self.mixup >= 0:
+            raise DataError(f"mixup is the alpha of a Beta draw, >= 0 (0: no mixup), got {self.mixup}")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise DataError(f"ema is a decay in [0, 1) (0: no moving average), got {self.ema}")
         if self.lr is not None and not self.lr > 0:

@@ -53,6 +53,7 @@ from spinegrade.runtime import quiet_lightning
 from spinegrade.training.augment import AugmentConfig
 from spinegrade.training.checkpoint import BEST, ModelExport, load_run
 from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
+from spinegrade.training.distill import check_teacher, teacher_targets
 from spinegrade.training.imbalance import (
     apply_prior_shift,
     class_weights,
@@ -404,9 +405,13 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         model.head.ordinal.init_cuts(torch.tensor(priors.to_numpy(np.float64)))
     return GradingModule(
         model,
-        augment=AugmentConfig(side_flip=bool(config.side_flip)),  # resolved: never None here
+        augment=AugmentConfig(side_flip=bool(config.side_flip), mixup=config.mixup),  # side_flip resolved
         channels_last=config.channels_last,
         ema=config.ema or 0.0,
+        teacher_targets=teacher_targets(config, data.train, cache.path / FOLDS_FILE)
+        if config.distill
+        else None,
+        distill=config.distill,
         cache_index=cache.index,
         lr=config.lr,
         weight_decay=config.weight_decay,
@@ -444,7 +449,9 @@ def train_run(
     if resuming:
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
     config = config.resolved()
-    fold_rows(cache, config.fold)  # a bad fold fails before anything is written
+    fold_rows(cache, config.fold)  # a bad fold or teacher fails before anything is written
+    if config.distill:
+        check_teacher(config, cache.path / FOLDS_FILE)
     if config.threads:
         torch.set_num_threads(config.threads)
     if not resuming:
