@@ -40,7 +40,7 @@ from spinegrade.training.imbalance import apply_prior_shift, class_weights, prio
 from spinegrade.training.module import run_model
 from spinegrade.training.runs import TrainConfig
 from spinegrade.training.train import train_run
-from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, TARGETS
+from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, TARGETS, make_row_id
 
 K, SIZE, STUDIES = 3, 24, 12
 RUN_FILES = (
@@ -187,6 +187,28 @@ def test_a_distilled_run_learns_from_its_teachers_probabilities_of_the_training_
     assert json.loads((student / "config.json").read_text())["teacher"] == str(teacher)
 
 
+def test_a_submission_csv_teaches_in_the_training_distribution(cache: CropCache, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    keys = cache.index[["study_id", "condition", "level"]].drop_duplicates()
+    probs = rng.dirichlet(np.ones(3), size=len(keys))
+    table = pd.DataFrame(probs, columns=list(SEVERITIES))
+    table.insert(0, "row_id", [make_row_id(*k) for k in keys.itertuples(index=False)])
+    path = tmp_path / "teacher.csv"
+    table.to_csv(path, index=False)
+    config = _config(distill=0.5, teacher=str(path)).resolved()
+    data = train_lib.FoldData.build(cache, config)
+    module = train_lib._grading_module(config, cache, data)
+    row = int(data.train.labels.row[0])
+    first = cache.index.iloc[row]
+    expected = table.set_index("row_id").loc[make_row_id(*first[["study_id", "condition", "level"]])]
+    assert data.prior_shift is not None  # class weights: the targets move to the weighted distribution
+    moved = expected.to_numpy(np.float64) / data.prior_shift[CONDITIONS.index(first["condition"])]
+    np.testing.assert_allclose(module.teacher_targets[row].numpy(), moved / moved.sum(), rtol=1e-5)
+    table[table["row_id"] != expected.name].to_csv(path, index=False)  # a training target left out
+    with pytest.raises(DataError, match=f"teacher {path} has no row"):
+        train_lib._grading_module(config, cache, data)
+
+
 def test_distillation_refuses_a_teacher_of_another_fold_or_none(cache: CropCache, tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
     train_run(cache, teacher, _config(epochs=1, fold=1))
@@ -194,9 +216,11 @@ def test_distillation_refuses_a_teacher_of_another_fold_or_none(cache: CropCache
         train_run(cache, tmp_path / "a", _config(distill=0.5, teacher=str(teacher)))
     with pytest.raises(DataError, match="another class balance"):
         train_run(cache, tmp_path / "b", _config(fold=1, imbalance="none", distill=0.5, teacher=str(teacher)))
+    with pytest.raises(DataError, match="neither a submission CSV nor a run"):
+        train_run(cache, tmp_path / "d", _config(distill=0.5, teacher=str(tmp_path)))
     with pytest.raises(DataError, match="distill needs a teacher"):
         train_run(cache, tmp_path / "c", _config(distill=0.5))
-    assert not any(tmp_path.glob("[abc]/*"))  # refused before anything is written
+    assert not any(tmp_path.glob("[abcd]/*"))  # refused before anything is written
     with pytest.raises(DataError, match="without smote"):
         TrainConfig(distill=0.5, imbalance="smote")
     with pytest.raises(DataError, match=r"distill is a share in \[0, 1\]"):

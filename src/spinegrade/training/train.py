@@ -403,14 +403,16 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
     if model.head.ordinal is not None:  # the head's targets run in TARGETS order, as level_priors' rows
         priors = data.priors.set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
         model.head.ordinal.init_cuts(torch.tensor(priors.to_numpy(np.float64)))
+    taught = None
+    if config.distill:
+        plan = cache.path / FOLDS_FILE
+        taught = teacher_targets(config, data.train, data.train_index, data.prior_shift, plan)
     return GradingModule(
         model,
         augment=AugmentConfig(side_flip=bool(config.side_flip), mixup=config.mixup),  # side_flip resolved
         channels_last=config.channels_last,
         ema=config.ema or 0.0,
-        teacher_targets=teacher_targets(config, data.train, cache.path / FOLDS_FILE)
-        if config.distill
-        else None,
+        teacher_targets=taught,
         distill=config.distill,
         cache_index=cache.index,
         lr=config.lr,
