@@ -36,8 +36,8 @@ MIRRORED_CONDITION = torch.tensor(
     ]
 )
 AXIAL_CONDITION = torch.tensor([GROUP_OF_CONDITION[c] == "subarticular" for c in CONDITIONS])
-_GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
-GROUP_INDEX = torch.tensor([_GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])
+GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
+GROUP_INDEX = torch.tensor([GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])  # condition -> group
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,10 @@ def train_command(
         "(0: the grades only).",
     ),
     teacher: Path | None = typer.Option(
-        None, "--teacher", help="A finished run of the same fold whose probabilities --distill learns from."
+        None,
+        "--teacher",
+        help="What --distill learns from: a finished run of the same fold, or a submission CSV of "
+        "probabilities per target (e.g. a phantom's oracle_submission.csv).",
     ),
     prior_shift: bool = typer.Option(
         D["prior_shift"],

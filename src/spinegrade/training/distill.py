@@ -8,8 +8,8 @@ oracle_submission.csv), moved to the training distribution by the fold's prior-s
 
 Why: a grade is one noisy draw from P(grade | image); the teacher's probabilities carry, for every crop,
 what it learned of that distribution from all of them, so the blended target is less noisy than the grade.
-On the phantom, training on the true P(grade | latent) instead of the grades closes most of the
-classifier's gap to the floor; a teacher is the attainable stand-in (measured: docs/results.md#distillation).
+On the phantom, the true P(grade | latent) as the teacher measures what the grades' noise costs; a teacher
+run is the attainable stand-in, and measured no gain end to end (docs/results.md#distillation).
 """
 
 from __future__ import annotations

@@ -35,15 +35,13 @@ from spinegrade.evaluation.metrics import classification_metrics
 from spinegrade.evaluation.score import challenge_score
 from spinegrade.models.classifier import SpineClassifier
 from spinegrade.runtime import adamw
-from spinegrade.training.augment import AugmentConfig, augment_batch, mixup_batch
+from spinegrade.training.augment import GROUP_INDEX, GROUPS, AugmentConfig, augment_batch, mixup_batch
 from spinegrade.training.datamodule import as_batch
 from spinegrade.training.loggers import log_epoch
 from spinegrade.training.runs import LOSSES, METRIC_COLUMNS, METRICS, STAGES, write_csv
-from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SEVERITIES, make_row_id
+from spinegrade.vocab import CONDITIONS, SEVERITIES, make_row_id
 
 TARGET_KEYS = ["study_id", "condition", "level"]
-_GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
-_GROUP_OF_CONDITION = torch.tensor([_GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])
 _SPINAL = CONDITIONS.index("spinal_canal_stenosis")
 _SEVERE = SEVERITIES.index("severe")
 
@@ -61,9 +59,9 @@ def score_loss(
     synthetic rows, which stay out of the any_severe term)."""
     nll = F.cross_entropy(logits, severity, reduction="none", label_smoothing=label_smoothing)
     weight = class_weights[severity]
-    group = _GROUP_OF_CONDITION.to(condition.device)[condition]
-    totals = torch.zeros(len(_GROUPS), device=logits.device).index_add(0, group, weight * nll)
-    norms = torch.zeros(len(_GROUPS), device=logits.device).index_add(0, group, weight)
+    group = GROUP_INDEX.to(condition.device)[condition]
+    totals = torch.zeros(len(GROUPS), device=logits.device).index_add(0, group, weight * nll)
+    norms = torch.zeros(len(GROUPS), device=logits.device).index_add(0, group, weight)
     present = norms > 0
     terms = [totals[present] / norms[present]]
     spinal = (condition == _SPINAL) & (study >= 0)

@@ -127,7 +127,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
     mixup: float = 0.0  # alpha of mixup within a condition group (training.augment); 0: off
     distill: float = 0.0  # share of each target taken from the teacher's probabilities (training.distill)
-    teacher: str | None = None  # a finished run of the same fold (cv: the fold's headline run)
+    teacher: str | None = None  # a run of the same fold (cv: its headline run) or a submission CSV
     logger: str = "csv"  # training curves in RUN/logs (training.loggers): csv or tensorboard
 
     def __post_init__(self) -> None:
