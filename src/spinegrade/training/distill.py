@@ -75,12 +75,12 @@ def _submission_targets(path: Path, index: pd.DataFrame, prior_shift: np.ndarray
 
 
 def teacher_targets(
-    config: TrainConfig, train: CropDataset, index: pd.DataFrame, prior_shift: np.ndarray | None, plan: Path
+    config: TrainConfig, train: CropDataset, index: pd.DataFrame, prior_shift: np.ndarray | None
 ) -> np.ndarray:
     """The teacher's probabilities (max row + 1, 3) float32 of the training crops `train` (whose cache rows
     are `index`), by cache row (zeros for other rows), in the training distribution. A teacher run grades
-    the crops in eval mode, unaugmented."""
-    teacher = check_teacher(config, plan)
+    the crops in eval mode, unaugmented. The teacher is `config.teacher`, as check_teacher accepted it."""
+    teacher = Path(str(config.teacher))
     rows = train.labels.row
     if teacher.is_file():
         probs = _submission_targets(teacher, index, prior_shift)

@@ -404,9 +404,8 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         priors = data.priors.set_index(["condition", "level"]).loc[list(TARGETS), list(SEVERITIES)]
         model.head.ordinal.init_cuts(torch.tensor(priors.to_numpy(np.float64)))
     taught = None
-    if config.distill:
-        plan = cache.path / FOLDS_FILE
-        taught = teacher_targets(config, data.train, data.train_index, data.prior_shift, plan)
+    if config.distill:  # train_run checked the teacher before writing the run folder
+        taught = teacher_targets(config, data.train, data.train_index, data.prior_shift)
     return GradingModule(
         model,
         augment=AugmentConfig(side_flip=bool(config.side_flip), mixup=config.mixup),  # side_flip resolved
