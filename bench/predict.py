@@ -2,7 +2,8 @@
 
 Standalone: writes a phantom (STUDIES test studies of SIZE px images; by default none when the real study
 is there, as writing it is most of the setup), an untrained efficientnet_b0
-classifier run (k=5, the CPU-default crops) and the three untrained locators (LocatorSettings defaults),
+classifier run (k=5, the CPU-default crops) and the untrained locators (LocatorSettings defaults: the
+three whole-series locators and the sagittal refiners),
 exports them as a bundle with ONNX graphs, and, when ../shared/data/rsna2024-real-study exists, lays out
 COPIES copies of the real study (RLE DICOM, 540 x 384 sagittal and 384 x 384 axial, 17/17/54 slices) as
 test studies. Untrained weights cost the time of trained ones (the locator puts points anywhere, so some
@@ -55,8 +56,7 @@ def build(root: Path, studies: int, size: int) -> tuple[Path | None, Path]:
 
     from spinegrade.bundle.export import export_bundle
     from spinegrade.localization.model import LocatorSettings, build_net
-    from spinegrade.localization.targets import TASKS
-    from spinegrade.localization.train import model_info
+    from spinegrade.localization.train import model_info, task_settings, tasks_to_train
     from spinegrade.localization.train import save_model as save_locator
     from spinegrade.models.classifier import create_model
     from spinegrade.phantom import write_phantom
@@ -81,8 +81,9 @@ def build(root: Path, studies: int, size: int) -> tuple[Path | None, Path]:
     locator = root / "locator"
     locator.mkdir()
     defaults = LocatorSettings()
-    for task in TASKS:
-        save_locator(locator, task, build_net(task, defaults), model_info(task, defaults, 0))
+    for task in tasks_to_train(defaults):  # the sagittal refiners too when the defaults refine
+        settings = task_settings(task, defaults)
+        save_locator(locator, task, build_net(task, settings), model_info(task, settings, 0))
     return data, export_bundle([run], locator, root / "bundle")
 
 

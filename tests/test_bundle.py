@@ -65,8 +65,16 @@ def test_bundle_holds_weights_settings_and_hashes(setup: dict[str, Path]) -> Non
     (entry,) = manifest["classifiers"]
     assert entry["settings"]["k"] == 3 and entry["settings"]["size"] == 32
     assert entry["settings"]["crop_mm"] and entry["settings"]["arch"] == "resnet10t"
-    assert set(manifest["locator"]["models"]) == {"sagittal_t2", "sagittal_t1", "axial_t2"}
+    assert set(manifest["locator"]["models"]) == {
+        "sagittal_t2",
+        "sagittal_t1",
+        "axial_t2",
+        "sagittal_t2_refine",
+        "sagittal_t1_refine",
+    }
     assert manifest["locator"]["models"]["sagittal_t2"]["settings"]["size"] == 64
+    assert manifest["locator"]["models"]["sagittal_t1_refine"]["settings"]["size"] == 32  # its window
+    assert "onnx/locator/sagittal_t1_refine.onnx" in manifest["files"]
     on_disk = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {MANIFEST}
     assert set(manifest["files"]) == on_disk
     assert all(p.suffix not in (".pt", ".pth", ".ckpt") for p in bundle.rglob("*"))

@@ -14,13 +14,13 @@ from spinegrade.crops.cache import CropCache, write_cache
 from spinegrade.crops.defaults import DEFAULT_CROP_MM
 from spinegrade.crops.extract import (
     _antialias_sigma,
-    _sample,
     crop_25d,
     crop_instances,
     crops_for_points,
     label_to_pixel,
     parse_crop_mm,
     resolve_crop_mm,
+    sample_crops,
 )
 from spinegrade.crops.folds import study_folds
 from spinegrade.data.intensity import normalize
@@ -319,7 +319,7 @@ def test_anti_aliasing_smooths_only_what_the_crops_read_with_the_whole_slice_val
     points = [(2, 45.0, 35.0), (0, 2.0, 68.0), (4, 88.5, 1.0), (1, -40.0, 30.0), (3, 45.0, 300.0)]
     index, x, y = (np.array(v, dtype=np.float64) for v in zip(*points, strict=True))
     size_mm = np.array([30.0, 24.0, 40.0, 30.0, 20.0])
-    crops = _sample(series, pixels, index, x, y, size_mm, 32, 3)
+    crops = sample_crops(series, pixels, index, x, y, size_mm, 32, 3)
     for n in range(len(points)):
         step = size_mm[n] / 32
         grid = np.arange(32) - 15.5

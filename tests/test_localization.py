@@ -289,8 +289,88 @@ def test_point_errors_against_hand_computed_distances():
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+def _blob_series(slice_index: int, x: float, y: float) -> Series:
+    """A 7-slice sagittal series of noise with one bright spot at (slice, x, y)."""
+    series = make_series(4, SAGITTAL, (0, 0, 0), n=7, step=4.0, shape=(60, 60))
+    pixels = series.pixels * 0.1
+    rr, cc = np.mgrid[:60, :60]
+    pixels[slice_index] += np.exp(-((cc - x) ** 2 + (rr - y) ** 2) / 4.0).astype(np.float32)
+    return replace(series, pixels=pixels)
+
+
+REFINE = LocatorSettings(refine_mm=16.0, refine_size=16, refine_depth=3, out_stride=2)
+
+
+def test_refiner_windows_centre_the_label_and_crops_walk_it_back():
+    from spinegrade.localization.refine import WindowDataset, window_samples
+    from spinegrade.localization.targets import REFINER_OF, SeriesTargets
+
+    task = REFINER_OF["sagittal_t2"]
+    series = _blob_series(3, 30.0, 25.0)
+    points, slices = np.full((5, 2), np.nan), np.full(5, np.nan)
+    points[2], slices[2] = (30.0, 25.0), 3
+    samples = window_samples(task, [(series, [SeriesTargets(points, slices, None)])], REFINE)
+    assert samples.images.shape == (1, 5, 24, 24)  # 1.5x the window, one slice more on each side
+    assert samples.points[0, 2].tolist() == [11.5, 11.5] and samples.slices[0, 2] == 2
+    assert np.isnan(samples.points[0, [0, 1, 3, 4]]).all() and np.isnan(samples.slices[0, [0, 1, 3, 4]]).all()
+    assert np.unravel_index(samples.images[0, 2].argmax(), (24, 24)) in {
+        (11, 11),
+        (11, 12),
+        (12, 11),
+        (12, 12),
+    }
+
+    dataset = WindowDataset(samples, task, REFINE.refined())
+    dataset.augment = lambda image, p, s: (image, p, s)  # the geometry alone
+    torch.manual_seed(0)
+    seen_slices = set()
+    for _ in range(20):
+        image, target, on_slice = dataset[0]
+        assert image.shape == (3, 16, 16)
+        channel = int(on_slice[2])
+        seen_slices.add(channel)
+        peak = np.unravel_index(int(image[channel].argmax()), (16, 16))  # (row, column)
+        assert abs(peak[1] - float(target[2, 0])) <= 0.5 and abs(peak[0] - float(target[2, 1])) <= 0.5
+    assert seen_slices == {0, 1, 2}  # the label's slice moves by up to one slice either way
+
+
+def test_refine_rows_moves_each_point_to_the_refiners_peak():
+    from spinegrade.localization.locate import LocatorModel
+    from spinegrade.localization.refine import refine_rows
+    from spinegrade.localization.targets import REFINER_OF
+
+    task = REFINER_OF["sagittal_t1"]
+    settings = REFINE.refined()
+    series = _blob_series(3, 30.0, 25.0)  # 0.5 mm pixels; the window: 16 mm at 16 px, 8 x 8 heatmaps
+
+    def net(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+        peak = -((xx - 6) ** 2 + (yy - 4) ** 2)  # log of a Gaussian at heatmap (x 6, y 4)
+        heatmaps = peak.expand(len(x), len(task.points), 8, 8).clone()
+        return heatmaps, torch.tensor([0.0, 0.0, 5.0]).expand(len(x), len(task.points), 3).clone()
+
+    model = LocatorModel(task, net, settings)  # type: ignore[arg-type]
+    row = {"condition": "left_neural_foraminal_narrowing", "level": "l3_l4", "series_id": 4}
+    rows = [row | {"slice_index": 3, "instance_number": 8, "x": 30.0, "y": 25.0, "confidence": 0.5}]
+    [moved] = refine_rows(model, [series], rows, torch.device("cpu"))
+    # heatmap x 6 -> window px 12.5, 5 px right of the centre (7.5) at 1 mm each = 10 source pixels;
+    # heatmap y 4 -> window px 8.5, 1 mm = 2 source pixels down; slice channel 2 of 3 = the next slice
+    assert moved["x"] == pytest.approx(40.0) and moved["y"] == pytest.approx(27.0)
+    assert moved["slice_index"] == 4 and moved["instance_number"] == series.instance_numbers[4]
+    assert moved["confidence"] == 0.5 and rows[0]["x"] == 30.0  # the input rows are left as they were
+
+
 TINY = LocatorSettings(
-    size=32, depth=8, arch="mobilenetv3_small_100", epochs=6, samples_per_epoch=32, batch_size=8, n_folds=2
+    size=32,
+    depth=8,
+    arch="mobilenetv3_small_100",
+    epochs=6,
+    samples_per_epoch=32,
+    batch_size=8,
+    n_folds=2,
+    refine_mm=24.0,
+    refine_size=16,
+    refine_depth=3,
 )
 
 
@@ -315,6 +395,12 @@ def test_train_locator_writes_every_file_and_metrics(tiny_run):
         assert (run / f"{slug}.safetensors").stat().st_size > 0
         info = json.loads((run / f"{slug}.json").read_text())
         assert info["task"] == slug and info["settings"]["size"] == 32
+        assert info["settings"]["refine_mm"] == 0  # the refiners' settings do not shape it
+    for slug in ("sagittal_t2_refine", "sagittal_t1_refine"):  # with refine_mm > 0
+        info = json.loads((run / f"{slug}.json").read_text())
+        assert (run / f"{slug}.safetensors").stat().st_size > 0
+        assert info["settings"]["size"] == 16 and info["settings"]["depth"] == info["channels"] == 3
+        assert info["settings"]["refine_mm"] == 24.0
     for name in ("config.json", "versions.json", "metrics.json"):
         assert json.loads((run / name).read_text())
     assert json.loads((run / "metrics.json").read_text())["overall"] == metrics["overall"]
@@ -345,6 +431,10 @@ def test_a_rerun_keeps_trained_series_types(tiny_run):
     assert weights.stat().st_mtime_ns == before
     with pytest.raises(DataError, match="other settings \\(epochs\\)"):
         train_locator(root / "phantom", root / "run", replace(TINY, epochs=1), progress=False)
+    # another window changes only the refiners: the whole-series locators stay valid
+    refiner_changed = r"sagittal_t2_refine\.safetensors was trained with other settings \(refine_mm\)"
+    with pytest.raises(DataError, match=refiner_changed):
+        train_locator(root / "phantom", root / "run", replace(TINY, refine_mm=30.0), progress=False)
     assert weights.stat().st_mtime_ns == before
 
 
@@ -366,10 +456,19 @@ def test_locate_study_finds_25_points_on_valid_pixels(tiny_run):
         series = read_series(data.series_folder(study_id, r.series_id))
         by_type.setdefault(r.series_description, []).append(series)
         by_id[int(series.series_id)] = series
-    located = locate_study(by_type, load_locator(root / "run"))
+    locator = load_locator(root / "run")
+    located = locate_study(by_type, locator)
     assert list(located.columns) == list(LOCATION_COLUMNS)
-    assert sorted(zip(located["condition"], located["level"], strict=True)) == sorted(TARGETS)
-    for r in located.itertuples(index=False):
+    whole_series = {slug: m for slug, m in locator.models.items() if m.task.refines is None}
+    coarse = locate_study(by_type, replace(locator, models=whole_series))
+    pairs = located.merge(coarse, on=["condition", "level"], suffixes=("", "_coarse"))
+    pairs = pairs[pairs["condition"].map(CONDITION_SERIES) != "Axial T2"]
+    assert len(pairs) == 15  # every sagittal point, refined or not
+    moved = np.abs(pairs[["x", "y"]].to_numpy() - pairs[["x_coarse", "y_coarse"]].to_numpy())
+    assert (moved > 1e-3).any()  # the refiners moved the sagittal points
+    # The tiny refiners may move a canal point off an axial series' extent: the 25 from the locators alone
+    assert sorted(zip(coarse["condition"], coarse["level"], strict=True)) == sorted(TARGETS)
+    for r in pd.concat([located, coarse]).itertuples(index=False):
         series = by_id[r.series_id]
         assert 0 <= r.slice_index < len(series)
         assert series.instance_numbers[r.slice_index] == r.instance_number
@@ -398,7 +497,13 @@ def test_load_locator_names_what_is_wrong(tiny_run, tmp_path):
         load_locator(tmp_path)
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0] / "run", run)
-    assert set(load_locator(run).models) == {"sagittal_t2", "sagittal_t1", "axial_t2"}
+    assert set(load_locator(run).models) == {
+        "sagittal_t2",
+        "sagittal_t1",
+        "axial_t2",
+        "sagittal_t2_refine",
+        "sagittal_t1_refine",
+    }
     info = json.loads((run / "sagittal_t1.json").read_text())
     (run / "sagittal_t1.json").write_text(json.dumps(info | {"points": info["points"][::-1]}))
     with pytest.raises(DataError, match=r"sagittal_t1.json names points"):

@@ -56,7 +56,7 @@ def _check_shape_args(k: int, out_px: int) -> None:
         raise DataError(f"crop size in pixels must be positive, got {out_px}")
 
 
-def _sample(
+def sample_crops(
     series: Series,
     pixels: np.ndarray,
     slice_index: np.ndarray,
@@ -66,7 +66,8 @@ def _sample(
     out_px: int,
     k: int,
 ) -> np.ndarray:
-    """Samples of `pixels` for N points at once -> float32 (N, k, out_px, out_px) (see crop_25d)."""
+    """Crops of `pixels` (the series' normalised slices) around N points at once -> float32 (N, k, out_px,
+    out_px), each `size_mm` wide (see crop_25d); the classifier's crops and the refiners' windows."""
     _check_shape_args(k, out_px)
     n_slices = pixels.shape[0]
     centre = np.rint(slice_index).astype(np.int64)
@@ -195,7 +196,7 @@ def crop_25d(
     """
     pixels = series.normalized(*NORMALIZE_PERCENTILES) if pixels is None else pixels
     index, px, py, mm = (np.array([v], dtype=np.float64) for v in (slice_index, x, y, size_mm))
-    return _sample(series, pixels, index, px, py, mm, out_px, k)[0]
+    return sample_crops(series, pixels, index, px, py, mm, out_px, k)[0]
 
 
 def label_to_pixel(series: Series, instance_number: int, x: float, y: float) -> tuple[int, float, float]:
@@ -231,7 +232,7 @@ def crops_for_points(
     if unknown:
         raise DataError(f"points for series {series.series_id} have unknown condition(s) {unknown}")
     size_mm = points["condition"].map(lambda c: sizes[GROUP_OF_CONDITION[c]]).to_numpy(np.float64)
-    return _sample(series, series.normalized(*NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
+    return sample_crops(series, series.normalized(*NORMALIZE_PERCENTILES), index, x, y, size_mm, size, k)
 
 
 def crop_instances(series: Series, points: pd.DataFrame, *, k: int = DEFAULT_K) -> list[str]:

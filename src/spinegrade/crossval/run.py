@@ -106,6 +106,29 @@ class CvSettings:
                 )
 
 
+# What a resumed cv may change: which folds it grades, the variants it adds and how it runs. Everything
+# else shaped a finished stage (the locators, their points, the crops, the headline classifiers).
+RESUMABLE: Final = ("folds", "variants", "accelerator", "devices", "workers", "threads", "n_boot", "logger")
+
+
+def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
+    """DataError naming the settings a resumed cv changed that its finished stages depend on; `saved` is
+    cv.json's settings (a setting it does not record, added since, counts as its default)."""
+    now = json.loads(json.dumps(asdict(settings), default=str))
+    old = json.loads(json.dumps(saved, default=str))
+    if "locator" in old:
+        old["locator"] = asdict(LocatorSettings(**old["locator"]))
+    changed = sorted(k for k in now if k not in RESUMABLE and k in old and old[k] != now[k])
+    if "locator" in changed:
+        fields = sorted(k for k, v in now["locator"].items() if old["locator"].get(k) != v)
+        changed[changed.index("locator")] = f"locator ({', '.join(fields)})"
+    if changed:
+        raise DataError(
+            f"--resume with other settings than the run's {SETTINGS_FILE}: {', '.join(changed)}; give the "
+            "run's settings (its cv.json) or another --out"
+        )
+
+
 def _progress(console: Console) -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     return Progress(*columns, console=console, transient=True)
@@ -227,6 +250,8 @@ def cross_validate(
         raise DataError(
             f"{out} holds a cv run ({SETTINGS_FILE}); pass --resume to continue it or another --out"
         )
+    if (out / SETTINGS_FILE).is_file():
+        check_resumable(json.loads((out / SETTINGS_FILE).read_text()).get("settings", {}), settings)
     long = labels_long(data.labels)
     folds = fold_plan(long, n_folds=settings.n_folds, seed=settings.seed, folds_file=folds_file)
     n_folds = int(folds.max()) + 1

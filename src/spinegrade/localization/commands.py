@@ -33,6 +33,11 @@ def train_locator_command(
         "--samples-per-epoch",
         help="Draw exactly this many samples per epoch instead of a pass (a fixed budget).",
     ),
+    refine_mm: float = typer.Option(
+        _DEFAULTS.refine_mm,
+        "--refine-mm",
+        help="Also train sagittal refiners on a window of this side (mm) around each point (0: none).",
+    ),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", help="Samples per batch."),
     lr: float = typer.Option(_DEFAULTS.lr, "--lr", help="Peak learning rate (one-cycle schedule, AdamW)."),
     fold: int = typer.Option(_DEFAULTS.fold, "--fold", help="Study-level fold held out for validation."),
@@ -65,7 +70,8 @@ def train_locator_command(
 
     Example: spinegrade train-locator data/phantom --out runs/locator
 
-    Writes OUT/<series type>.safetensors + .json, OUT/config.json, OUT/versions.json and OUT/metrics.json
+    Writes OUT/<series type>.safetensors + .json (and <series type>_refine.* with --refine-mm),
+    OUT/config.json, OUT/versions.json and OUT/metrics.json
     (median / 90th-percentile error in mm, slice error and share within 5 mm on the validation studies).
     A series type already trained in OUT is kept on a re-run unless --overwrite.
     """
@@ -79,6 +85,7 @@ def train_locator_command(
         arch=arch,
         epochs=epochs,
         samples_per_epoch=samples_per_epoch,
+        refine_mm=refine_mm,
         batch_size=batch_size,
         lr=lr,
         fold=fold,

@@ -114,6 +114,12 @@ class LocatorDataset(torch.utils.data.Dataset):
         image = torch.from_numpy(self.samples.images[i].astype(np.float32))
         points = torch.from_numpy(self.samples.points[i].copy())
         slices = torch.from_numpy(self.samples.slices[i].copy())
+        return self.augment(image, points, slices)
+
+    def augment(
+        self, image: torch.Tensor, points: torch.Tensor, slices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mirror (half of the time), a random affine transform and a random gamma."""
         if torch.rand(()) < 0.5:
             image, points, slices = self._mirror(image, points, slices)
         image, points = random_affine(image, points)

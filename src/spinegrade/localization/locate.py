@@ -25,8 +25,11 @@ from spinegrade.data.series import Series
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
 from spinegrade.localization.model import LocatorNet, build_net
+from spinegrade.localization.refine import refine_rows
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
+    REFINER_OF,
+    REFINERS,
     TASKS,
     Task,
     decode_heatmaps,
@@ -71,10 +74,11 @@ class Locator:
 
 
 def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> Locator:
-    """Load every OUT/<slug>.safetensors + .json that train-locator wrote; DataError when there is none."""
+    """Load every OUT/<slug>.safetensors + .json that train-locator wrote (refiners included); DataError
+    when there is no locator."""
     directory = Path(directory)
     models = {}
-    for task in TASKS:
+    for task in (*TASKS, *REFINERS):
         weights, info_file = directory / f"{task.slug}.safetensors", directory / f"{task.slug}.json"
         if not weights.is_file():
             continue
@@ -95,7 +99,7 @@ def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> L
         except (RuntimeError, OSError) as exc:
             raise DataError(f"{weights} does not fit {info_file.name} ({exc}); re-run train-locator") from exc
         models[task.slug] = LocatorModel(task, net.to(device).eval(), settings)
-    if not models:
+    if not any(task.slug in models for task in TASKS):
         raise DataError(f"{directory} holds no locator (<series type>.safetensors); run train-locator first")
     return Locator(models, torch.device(device))
 
@@ -105,14 +109,18 @@ def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locato
 
     `series_by_type` maps a series description ('Sagittal T1', 'Sagittal T2/STIR', 'Axial T2') to the
     study's series of that type. A missing series type (or locator) leaves its rows out, so callers can
-    fall back to priors; with several series of one sagittal type the most confident wins per point.
+    fall back to priors; with several series of one sagittal type the most confident wins per point, and
+    a refiner of the task (when trained) refines it.
     """
     rows: list[dict] = []
     with torch.inference_mode():
         for task in (t for t in TASKS if t.volume):
             model = locator.models.get(task.slug)
             if model is not None:
-                rows += locate_sagittal(model, series_by_type.get(model.task.series_type, []), locator.device)
+                series_list = series_by_type.get(model.task.series_type, [])
+                found = locate_sagittal(model, series_list, locator.device)
+                refiner = locator.models.get(REFINER_OF[task.slug].slug)
+                rows += found if refiner is None else refine_rows(refiner, series_list, found, locator.device)
         axial = locator.models.get("axial_t2")
         series_list = series_by_type.get(axial.task.series_type, []) if axial is not None else []
         if axial is not None and series_list:

@@ -6,7 +6,7 @@ resnet10t as the GPU choice) were chosen on a 160-study phantom; measured: docs/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from spinegrade.crops.defaults import DEFAULT_FOLDS
 
@@ -36,6 +36,23 @@ class LocatorSettings:
     fold: int = 0
     n_folds: int = DEFAULT_FOLDS
     seed: int = 0
+    # > 0: each located sagittal point is refined on a window of this side (mm) around it, `refine_size`
+    # px and `refine_depth` slices (localization.refine); 0: the whole-series locators' points are final
+    refine_mm: float = 0.0
+    refine_size: int = 64
+    refine_depth: int = 5
+
+    def whole_series(self) -> LocatorSettings:
+        """The settings of a whole-series locator: the refiners' fields at their defaults (they do not
+        shape it, so changing them keeps it)."""
+        plain = LocatorSettings()
+        return replace(
+            self, refine_mm=plain.refine_mm, refine_size=plain.refine_size, refine_depth=plain.refine_depth
+        )
+
+    def refined(self) -> LocatorSettings:
+        """The settings of a refiner: its input is `refine_size` px and `refine_depth` slices."""
+        return replace(self, size=self.refine_size, depth=self.refine_depth)
 
     def epoch_samples(self, n_samples: int) -> int:
         """Samples drawn per epoch from a task's `n_samples` training samples."""

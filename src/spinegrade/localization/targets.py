@@ -30,13 +30,15 @@ class Task:
 
     `volume` tasks see the whole (sagittal) series as channels and also pick each point's slice;
     slice tasks (axial) see a few neighbouring slices and find points on the centre one, one heatmap per
-    condition (the level comes from the sagittal locator).
+    condition (the level comes from the sagittal locator). A refiner (`refines`) is a volume task whose
+    input is a window of a few slices around one located point (localization.refine).
     """
 
     slug: str
     series_type: str
     conditions: tuple[str, ...]
     volume: bool
+    refines: str | None = None  # a refiner: the slug of the task whose located points it refines
 
     @property
     def points(self) -> tuple[tuple[str, str], ...]:
@@ -56,7 +58,13 @@ TASKS: Final = (
     ),
     Task("axial_t2", "Axial T2", ("left_subarticular_stenosis", "right_subarticular_stenosis"), volume=False),
 )
-TASK_BY_SLUG: Final = {t.slug: t for t in TASKS}
+REFINERS: Final = tuple(
+    Task(f"{t.slug}_refine", t.series_type, t.conditions, volume=True, refines=t.slug)
+    for t in TASKS
+    if t.volume
+)
+REFINER_OF: Final = {t.refines: t for t in REFINERS}  # a task's slug -> its refiner
+TASK_BY_SLUG: Final = {t.slug: t for t in (*TASKS, *REFINERS)}
 
 
 Coords = TypeVar("Coords", float, np.ndarray, torch.Tensor)

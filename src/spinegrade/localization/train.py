@@ -38,8 +38,11 @@ from spinegrade.localization.dataset import LocatorDataset, Samples, make_sample
 from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.localization.metrics import error_report, point_errors
 from spinegrade.localization.model import LocatorNet, build_net
+from spinegrade.localization.refine import WindowDataset, window_samples
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
+    REFINERS,
+    TASK_BY_SLUG,
     TASKS,
     SeriesTargets,
     Task,
@@ -128,22 +131,36 @@ def task_samples(
 ) -> Samples:
     """Read every series with `labelled` rows and build the task's samples; `advance()` after each series.
 
-    A series that cannot be read or whose labels do not fit it is skipped and recorded in `problems`.
+    A series that cannot be read or whose labels do not fit it is skipped and recorded in `problems`. A
+    refiner's samples are windows around the labelled points (`settings` the whole-series locators').
     """
+    points_task = TASK_BY_SLUG[task.refines] if task.refines else task
 
     def items() -> Iterator[tuple[Series, list[SeriesTargets]]]:
         for (study_id, series_id), rows in labelled.groupby(["study_id", "series_id"], sort=True):
             folder = data.series_folder(study_id, series_id)
             try:
                 series = read_series(folder, on_corrupt="skip")
-                yield series, series_targets(rows, series, task)
+                yield series, series_targets(rows, series, points_task)
             except DataError as exc:
                 problems.append(
                     Problem("locator_skipped", str(exc), str(folder), int(study_id), int(series_id))
                 )
             advance()
 
+    if task.refines:
+        return window_samples(task, items(), settings)
     return make_samples(task, items(), settings.size, settings.depth, settings.context)
+
+
+def task_settings(task: Task, settings: LocatorSettings) -> LocatorSettings:
+    """The settings a task's network is built and trained with (a refiner's input is its window)."""
+    return settings.refined() if task.refines else settings.whole_series()
+
+
+def tasks_to_train(settings: LocatorSettings) -> tuple[Task, ...]:
+    """The three whole-series locators, and the sagittal refiners when `settings.refine_mm` > 0."""
+    return (*TASKS, *REFINERS) if settings.refine_mm > 0 else TASKS
 
 
 def fit(
@@ -167,7 +184,7 @@ def fit(
     """
     L.seed_everything(settings.seed, workers=True, verbose=False)
     net = build_net(task, settings)
-    dataset = LocatorDataset(samples, task)
+    dataset = WindowDataset(samples, task, settings) if task.refines else LocatorDataset(samples, task)
     curves, lr_monitor = training_logger(logger, log_dir, task.slug) if log_dir else (False, [])
     with quiet_lightning():
         trainer = L.Trainer(
@@ -212,9 +229,11 @@ def save_model(out: Path, task: Task, net: LocatorNet, info: dict) -> None:
 
 
 def check_kept(info_file: Path, settings: LocatorSettings) -> None:
-    """A locator kept on a re-run must have been trained with the same settings; DataError names the rest."""
+    """A locator kept on a re-run must have been trained with the same settings; DataError names the rest.
+    A setting its file does not record (added since) counts as its default."""
     saved = json.loads(info_file.read_text())["settings"] if info_file.is_file() else {}
-    changed = sorted(k for k, v in asdict(settings).items() if saved.get(k) != v)
+    defaults = asdict(LocatorSettings())
+    changed = sorted(k for k, v in asdict(settings).items() if saved.get(k, defaults[k]) != v)
     if changed:
         raise DataError(
             f"{info_file.with_suffix('.safetensors')} was trained with other settings "
@@ -241,7 +260,8 @@ def train_locator(
 ) -> dict:
     """Train the locators of the three series types on the training folds and evaluate on the held-out fold.
 
-    Writes OUT/<slug>.safetensors + .json per series type, OUT/config.json, OUT/versions.json and
+    Writes OUT/<slug>.safetensors + .json per series type (and per sagittal refiner when
+    settings.refine_mm > 0, `localization.refine`), OUT/config.json, OUT/versions.json and
     OUT/metrics.json (returned): median / p90 error in mm, slice error and share within 5 mm on the
     validation studies, overall, per series type and per condition. threads: torch's CPU threads (0:
     torch's default). One by default: these models are small, and on 2 cores shared with other work a
@@ -259,9 +279,10 @@ def train_locator(
     if not data.has_images:
         raise DataError(f"{data.image_dir} not found: training the locator needs the DICOM images")
     folds, train_ids, val_ids = split_studies(data, settings, folds_file)
-    kept = [t for t in TASKS if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
+    tasks = tasks_to_train(settings)
+    kept = [t for t in tasks if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
-        check_kept(out / f"{task.slug}.json", settings)
+        check_kept(out / f"{task.slug}.json", task_settings(task, settings))
     primary = getattr(rank_zero_only, "rank", 0) == 0  # under DDP the other ranks only train
     if primary:
         out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +308,7 @@ def train_locator(
     problems: list[Problem] = []
     timings: dict[str, float] = {}
     with torch_threads(threads):
-        for task in TASKS:
+        for task in tasks:
             if task in kept:
                 console.print(f"{task.slug}: already trained, kept (pass --overwrite to retrain)")
                 continue
@@ -312,7 +333,7 @@ def train_locator(
                 continue
             if not primary:
                 continue
-            save_model(out, task, net, model_info(task, settings, n_samples))
+            save_model(out, task, net, model_info(task, task_settings(task, settings), n_samples))
             timings[task.slug] = time.perf_counter() - start
             console.print(f"{task.slug}: trained on {n_samples} samples in {timings[task.slug]:.0f} s")
         if not primary:
@@ -367,7 +388,7 @@ def train_task(
     net = fit(
         task,
         samples,
-        settings,
+        task_settings(task, settings),
         accelerator=accelerator,
         devices=devices,
         workers=workers,
