@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from spinegrade.crossval.run import PRIOR_ENTRY, cross_validate
+from spinegrade.crossval.run import PRIOR_ENTRY, check_resumable, cross_validate
 from spinegrade.demo import DemoSettings
 from spinegrade.fileio import write_atomic
 from spinegrade.phantom import write_phantom
@@ -70,12 +70,15 @@ def run_size(out: Path, studies: int, seed: int, settings: DemoSettings, console
     write_phantom(data, studies, seed, size=settings.image_px, test_studies=0)
     done = cv / "report.json"
     seconds = None
-    if not done.is_file():
+    cv_settings = replace(settings, seed=seed).cv_settings()
+    if done.is_file():  # a finished cv counts only if made with today's settings
+        check_resumable(json.loads((cv / "cv.json").read_text())["settings"], cv_settings)
+    else:
         start = time.perf_counter()
-        cross_validate(data, cv, replace(settings, seed=seed).cv_settings(), resume=True, console=console)
+        cross_validate(data, cv, cv_settings, resume=True, console=console)
         seconds = time.perf_counter() - start
         write_atomic(folder / "cv_seconds.txt", f"{seconds:.1f}\n")
-    elif (folder / "cv_seconds.txt").is_file():
+    if seconds is None and (folder / "cv_seconds.txt").is_file():
         seconds = float((folder / "cv_seconds.txt").read_text())
     return size_row(json.loads(done.read_text()), studies, seed, seconds)
 

@@ -298,17 +298,20 @@ def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
 
 def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
     """Variants, graded folds and threads may change on --resume; the locators, crops or headline not
-    (a locator setting cv.json does not record, added since, counts as its default)."""
+    (a cv.json written before the refiners means none: resuming it with them is refused)."""
     from dataclasses import asdict
 
     from spinegrade.crossval.run import check_resumable
     from spinegrade.localization.settings import LocatorSettings
 
-    settings = CvSettings(n_folds=3, archs=("resnet18",), size=32, locator=LocatorSettings(size=96))
+    plain = LocatorSettings(size=96, refine_mm=0.0)
+    settings = CvSettings(n_folds=3, archs=("resnet18",), size=32, locator=plain)
     saved = json.loads(json.dumps(asdict(settings)))
     saved["locator"].pop("refine_mm")  # a cv.json written before the refiners
     check_resumable(
         saved, replace(settings, folds=(0,), threads=2, variants={"ls": {"label_smoothing": 0.1}})
     )
+    with pytest.raises(DataError, match=r"locator \(refine_mm\)"):
+        check_resumable(saved, replace(settings, locator=replace(plain, refine_mm=32.0)))
     with pytest.raises(DataError, match=r"locator \(refine_mm, size\), size"):
-        check_resumable(saved, replace(settings, size=64, locator=LocatorSettings(size=128, refine_mm=32.0)))
+        check_resumable(saved, replace(settings, size=64, locator=LocatorSettings(size=128)))

@@ -54,6 +54,9 @@ class DemoSettings:
     locator_epochs: int = 8
     locator_lr: float = 6e-3
     locator_samples: int | None = None  # None: a pass per epoch (LocatorSettings)
+    locator_refine_mm: float = (
+        32.0  # the sagittal refiners' window (0: none). measured: docs/results.md#refinement
+    )
     n_boot: int = 2000
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
@@ -78,6 +81,7 @@ class DemoSettings:
                 epochs=self.locator_epochs,
                 lr=self.locator_lr,
                 samples_per_epoch=self.locator_samples,
+                refine_mm=self.locator_refine_mm,
                 seed=self.seed,
             ),
             n_boot=self.n_boot,

@@ -113,11 +113,11 @@ RESUMABLE: Final = ("folds", "variants", "accelerator", "devices", "workers", "t
 
 def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
     """DataError naming the settings a resumed cv changed that its finished stages depend on; `saved` is
-    cv.json's settings (a setting it does not record, added since, counts as its default)."""
+    cv.json's settings (a locator setting it does not record, added since, means what it meant then)."""
     now = json.loads(json.dumps(asdict(settings), default=str))
     old = json.loads(json.dumps(saved, default=str))
     if "locator" in old:
-        old["locator"] = asdict(LocatorSettings(**old["locator"]))
+        old["locator"] = asdict(LocatorSettings.from_saved(old["locator"]))
     changed = sorted(k for k in now if k not in RESUMABLE and k in old and old[k] != now[k])
     if "locator" in changed:
         fields = sorted(k for k, v in now["locator"].items() if old["locator"].get(k) != v)

@@ -86,7 +86,7 @@ def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> L
             raise DataError(f"{weights} has no {info_file.name} beside it; re-run train-locator")
         try:
             info = json.loads(info_file.read_text())
-            points, settings = info["points"], LocatorSettings(**info["settings"])
+            points, settings = info["points"], LocatorSettings.from_saved(info["settings"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(
                 f"{info_file} is not a locator description ({exc}); re-run train-locator"

@@ -6,9 +6,14 @@ resnet10t as the GPU choice) were chosen on a 160-study phantom; measured: docs/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from spinegrade.crops.defaults import DEFAULT_FOLDS
+
+# What a settings file written before a field existed meant by its absence (the behaviour of then).
+_ABSENT: Final = {"refine_mm": 0.0}
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,15 @@ class LocatorSettings:
     seed: int = 0
     # > 0: each located sagittal point is refined on a window of this side (mm) around it, `refine_size`
     # px and `refine_depth` slices (localization.refine); 0: the whole-series locators' points are final
-    refine_mm: float = 0.0
+    refine_mm: float = 32.0  # measured: docs/results.md#refinement
     refine_size: int = 64
     refine_depth: int = 5
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any]) -> LocatorSettings:
+        """The settings a file recorded; a field it does not record (added since) takes the value that
+        reproduces what the file meant when it was written (no refiners before refine_mm)."""
+        return cls(**{**_ABSENT, **saved})
 
     def whole_series(self) -> LocatorSettings:
         """The settings of a whole-series locator: the refiners' fields at their defaults (they do not

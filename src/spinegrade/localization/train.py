@@ -230,10 +230,10 @@ def save_model(out: Path, task: Task, net: LocatorNet, info: dict) -> None:
 
 def check_kept(info_file: Path, settings: LocatorSettings) -> None:
     """A locator kept on a re-run must have been trained with the same settings; DataError names the rest.
-    A setting its file does not record (added since) counts as its default."""
-    saved = json.loads(info_file.read_text())["settings"] if info_file.is_file() else {}
-    defaults = asdict(LocatorSettings())
-    changed = sorted(k for k, v in asdict(settings).items() if saved.get(k, defaults[k]) != v)
+    A setting its file does not record (added since) means what it meant then (`from_saved`)."""
+    saved = json.loads(info_file.read_text())["settings"] if info_file.is_file() else None
+    recorded = asdict(LocatorSettings.from_saved(saved)) if saved is not None else {}
+    changed = sorted(k for k, v in asdict(settings).items() if recorded.get(k) != v)
     if changed:
         raise DataError(
             f"{info_file.with_suffix('.safetensors')} was trained with other settings "
