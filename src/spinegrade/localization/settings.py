@@ -54,12 +54,10 @@ class LocatorSettings:
         return cls(**{**_ABSENT, **saved})
 
     def whole_series(self) -> LocatorSettings:
-        """The settings of a whole-series locator: the refiners' fields at their defaults (they do not
-        shape it, so changing them keeps it)."""
+        """The settings of a whole-series locator: no window, the refiners' other fields at their defaults
+        (they do not shape it, so changing them keeps it)."""
         plain = LocatorSettings()
-        return replace(
-            self, refine_mm=plain.refine_mm, refine_size=plain.refine_size, refine_depth=plain.refine_depth
-        )
+        return replace(self, refine_mm=0.0, refine_size=plain.refine_size, refine_depth=plain.refine_depth)
 
     def refined(self) -> LocatorSettings:
         """The settings of a refiner: its input is `refine_size` px and `refine_depth` slices."""
