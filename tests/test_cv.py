@@ -311,6 +311,7 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
     check_resumable(
         saved, replace(settings, folds=(0,), threads=2, variants={"ls": {"label_smoothing": 0.1}})
     )
+    check_resumable(saved, replace(settings, locator=replace(plain, seed=1)))  # cv sets it from its own
     with pytest.raises(DataError, match=r"locator \(refine_mm\)"):
         check_resumable(saved, replace(settings, locator=replace(plain, refine_mm=32.0)))
     with pytest.raises(DataError, match=r"locator \(refine_mm, size\), size"):

@@ -118,6 +118,10 @@ def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
     old = json.loads(json.dumps(saved, default=str))
     if "locator" in old:
         old["locator"] = asdict(LocatorSettings.from_saved(old["locator"]))
+        for side in (old, now):  # cv gives each fold's locators its own fold, fold count and seed
+            side["locator"] = {
+                k: v for k, v in side["locator"].items() if k not in ("fold", "n_folds", "seed")
+            }
     changed = sorted(k for k in now if k not in RESUMABLE and k in old and old[k] != now[k])
     if "locator" in changed:
         fields = sorted(k for k, v in now["locator"].items() if old["locator"].get(k) != v)
