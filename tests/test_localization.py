@@ -513,6 +513,15 @@ def test_load_locator_names_what_is_wrong(tiny_run, tmp_path):
         load_locator(run)
 
 
+def test_settings_files_from_before_the_refiners_mean_none():
+    """A field a settings file does not record means what the file meant then: no refiners, and refiners
+    batched like the locators before they had a batch size of their own."""
+    assert LocatorSettings.from_saved({"size": 96}).refine_mm == 0
+    assert LocatorSettings.from_saved({"batch_size": 8, "refine_mm": 32.0}).refine_batch_size == 8
+    assert LocatorSettings().refined().batch_size == LocatorSettings().refine_batch_size
+    assert LocatorSettings().whole_series().refine_mm == 0
+
+
 def test_a_locator_epoch_is_a_pass_over_the_samples_unless_a_budget_is_set():
     settings = LocatorSettings()
     assert settings.samples_per_epoch is None

@@ -39,7 +39,7 @@ from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.localization.metrics import error_report, point_errors
 from spinegrade.localization.model import LocatorNet, build_net
 from spinegrade.localization.refine import WindowDataset, window_samples
-from spinegrade.localization.settings import LocatorSettings
+from spinegrade.localization.settings import REFINE_FIELDS, LocatorSettings
 from spinegrade.localization.targets import (
     REFINERS,
     TASK_BY_SLUG,
@@ -228,12 +228,14 @@ def save_model(out: Path, task: Task, net: LocatorNet, info: dict) -> None:
     write_atomic(out / f"{task.slug}.safetensors", save_tensors(state))
 
 
-def check_kept(info_file: Path, settings: LocatorSettings) -> None:
-    """A locator kept on a re-run must have been trained with the same settings; DataError names the rest.
-    A setting its file does not record (added since) means what it meant then (`from_saved`)."""
+def check_kept(info_file: Path, task: Task, settings: LocatorSettings) -> None:
+    """A locator kept on a re-run must have been trained with the same settings (a whole-series one: but
+    the refiners'); DataError names the rest. A setting its file does not record (added since) means what
+    it meant then (`from_saved`)."""
     saved = json.loads(info_file.read_text())["settings"] if info_file.is_file() else None
     recorded = asdict(LocatorSettings.from_saved(saved)) if saved is not None else {}
-    changed = sorted(k for k, v in asdict(settings).items() if recorded.get(k) != v)
+    ignored = () if task.refines else REFINE_FIELDS
+    changed = sorted(k for k, v in asdict(settings).items() if k not in ignored and recorded.get(k) != v)
     if changed:
         raise DataError(
             f"{info_file.with_suffix('.safetensors')} was trained with other settings "
@@ -282,7 +284,7 @@ def train_locator(
     tasks = tasks_to_train(settings)
     kept = [t for t in tasks if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
-        check_kept(out / f"{task.slug}.json", task_settings(task, settings))
+        check_kept(out / f"{task.slug}.json", task, task_settings(task, settings))
     primary = getattr(rank_zero_only, "rank", 0) == 0  # under DDP the other ranks only train
     if primary:
         out.mkdir(parents=True, exist_ok=True)
