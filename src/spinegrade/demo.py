@@ -48,7 +48,9 @@ class DemoSettings:
     archs: tuple[str, ...] = ("resnet18",)
     imbalance: str = "class-weights"
     train_points: str = "located"
-    locator_px: int = 96
+    # 80 rather than 96 since the refiners find each sagittal point again (within the demo's 15 minutes).
+    # measured: docs/results.md#demo
+    locator_px: int = 80
     # The locators' short schedule wants a higher peak lr than LocatorSettings' 2e-3. measured:
     # docs/results.md#demo
     locator_epochs: int = 8

@@ -47,7 +47,9 @@ class LocatorSettings:
     refine_mm: float = 32.0  # measured: docs/results.md#refinement
     refine_size: int = 48  # 64 localised alike in 1.4x the time (docs/results.md#refinement)
     refine_depth: int = 5
-    refine_batch_size: int = 32  # small windows: a larger batch is 1.3-1.4x more samples per second on CPU
+    # windows per batch: 32 steps 1.3x faster on CPU but localised worse at 50 studies (half the steps).
+    # measured: docs/results.md#refinement
+    refine_batch_size: int = 16
 
     @classmethod
     def from_saved(cls, saved: Mapping[str, Any]) -> LocatorSettings:
