@@ -435,6 +435,8 @@ def test_a_rerun_keeps_trained_series_types(tiny_run):
     refiner_changed = r"sagittal_t2_refine\.safetensors was trained with other settings \(refine_mm\)"
     with pytest.raises(DataError, match=refiner_changed):
         train_locator(root / "phantom", root / "run", replace(TINY, refine_mm=30.0), progress=False)
+    with pytest.raises(DataError, match=r"holds refiners \(sagittal_t2_refine, sagittal_t1_refine\)"):
+        train_locator(root / "phantom", root / "run", replace(TINY, refine_mm=0.0), progress=False)
     assert weights.stat().st_mtime_ns == before
 
 

@@ -285,6 +285,12 @@ def train_locator(
     kept = [t for t in tasks if (out / f"{t.slug}.safetensors").is_file() and not overwrite]
     for task in kept:  # before anything is written
         check_kept(out / f"{task.slug}.json", task, task_settings(task, settings))
+    stale = [t for t in REFINERS if t not in tasks and (out / f"{t.slug}.safetensors").is_file()]
+    if stale and not overwrite:  # load_locator would still refine with them
+        raise DataError(
+            f"{out} holds refiners ({', '.join(t.slug for t in stale)}) and refine_mm is 0; pass --overwrite "
+            "to remove them, or a --refine-mm to keep them"
+        )
     primary = getattr(rank_zero_only, "rank", 0) == 0  # under DDP the other ranks only train
     if primary:
         out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +312,9 @@ def train_locator(
         )
         write_folds(out / FOLDS_FILE, folds)
         write_json(out / "versions.json", versions())
+        for task in stale:  # with --overwrite: no refinement, as asked
+            for suffix in (".safetensors", ".json"):
+                (out / f"{task.slug}{suffix}").unlink(missing_ok=True)
     console = Console(quiet=not progress)
     problems: list[Problem] = []
     timings: dict[str, float] = {}
