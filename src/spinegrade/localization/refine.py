@@ -130,11 +130,8 @@ def refine_rows(
         new_y = y + (rescale(xy[:, 1].numpy(), h, s.size) - centre) * step / spacing[:, 0]
         pick = np.clip(np.rint(position.numpy()), 0, s.depth - 1).astype(np.int64)
         new_index = series.neighbours(index, s.depth)[np.arange(len(mine)), pick]
-        rows_px, cols_px = series.pixels.shape[1:]
-        new_x, new_y = (
-            np.clip(new_x, 0, cols_px - 1),
-            np.clip(new_y, 0, rows_px - 1),
-        )  # the window may overhang
+        rows_px, cols_px = series.pixels.shape[1:]  # the window may overhang the image
+        new_x, new_y = np.clip(new_x, 0, cols_px - 1), np.clip(new_y, 0, rows_px - 1)
         for r, i, nx, ny in zip(mine, new_index, new_x, new_y, strict=True):
             r.update(
                 slice_index=int(i),

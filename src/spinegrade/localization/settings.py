@@ -12,8 +12,6 @@ from typing import Any, Final
 
 from spinegrade.crops.defaults import DEFAULT_FOLDS
 
-# What a settings file written before a field existed meant by its absence (the behaviour of then).
-_ABSENT: Final = {"refine_mm": 0.0}
 REFINE_FIELDS: Final = ("refine_mm", "refine_size", "refine_depth", "refine_batch_size")
 
 
@@ -56,7 +54,7 @@ class LocatorSettings:
         """The settings a file recorded; a field it does not record (added since) takes the value that
         reproduces what the file meant when it was written (no refiners before refine_mm, the refiners
         batched like the locators before refine_batch_size)."""
-        absent = {**_ABSENT, "refine_batch_size": saved.get("batch_size", cls.batch_size)}
+        absent = {"refine_mm": 0.0, "refine_batch_size": saved.get("batch_size", cls.batch_size)}
         return cls(**{**absent, **saved})
 
     def whole_series(self) -> LocatorSettings:
