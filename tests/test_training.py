@@ -30,6 +30,7 @@ from spinegrade.training.checkpoint import load_run
 from spinegrade.training.commands import train_command
 from spinegrade.training.compare import train
 from spinegrade.training.datamodule import (
+    AlternativeCrops,
     CropDataset,
     Labels,
     StudyGroupedSampler,
@@ -456,6 +457,50 @@ def test_batches_carry_the_study_of_their_own_cache_rows(cache: CropCache) -> No
         *(np.concatenate([a, a[:3]]) for a in (labels.condition, labels.level, labels.severity))
     )
     assert grown.study[-3:].tolist() == [-1, -1, -1] and grown.row[:40].tolist() == rows.tolist()
+
+
+def test_alternative_crops_are_read_at_their_share_and_only_where_the_target_has_one(
+    cache: CropCache,
+) -> None:
+    rows = np.arange(20)
+    labels = Labels.of_rows(cache, rows)
+    other = np.full((3, K, SIZE, SIZE), 7.0, dtype=np.float16)
+    where = np.where(rows % 2 == 0, rows % 3, -1)  # odd items have no alternative crop
+    items = list(range(20))
+    always = CropDataset(cache.crops, rows, labels, AlternativeCrops(other, where, 1.0)).__getitems__(items)
+    x = always["x"].numpy()
+    assert (x[::2] == 7).all() and np.array_equal(x[1::2], cache.crops[rows[1::2]])
+    never = CropDataset(cache.crops, rows, labels, AlternativeCrops(other, where, 0.0)).__getitems__(items)
+    assert np.array_equal(never["x"].numpy(), cache.crops[rows])
+    torch.manual_seed(0)
+    half = CropDataset(cache.crops, rows, labels, AlternativeCrops(other, np.zeros(20, np.int64), 0.5))
+    swapped = [(half.__getitems__(items)["x"].numpy() == 7).all(axis=(1, 2, 3)).mean() for _ in range(50)]
+    assert 0.4 < float(np.mean(swapped)) < 0.6
+    assert np.array_equal(always["severity"].numpy(), never["severity"].numpy())  # labels never move
+
+
+def test_labelled_share_swaps_in_the_labelled_crop_of_the_same_target(
+    cache: CropCache, tmp_path: Path
+) -> None:
+    """A training cache in another row order (as cv's located points give) with blank crops: at share 1
+    every training item reads the labelled cache's crop of its own target; without one it is refused."""
+    (tmp_path / "located").mkdir()
+    order = np.arange(len(cache.index))[::-1]
+    located = write_cache(
+        tmp_path / "located",
+        [np.zeros((len(order), K, SIZE, SIZE), np.float16)],
+        cache.index.iloc[order].reset_index(drop=True),
+        {**cache.meta, "points": "located"},
+    )
+    data = train_lib.FoldData.build(cache, _config(labelled_share=1.0), located)
+    batch = data.train.__getitems__(list(range(len(data.train))))
+    assert np.array_equal(batch["x"].numpy(), cache.crops[order[data.train.positions]])
+    plain = train_lib.FoldData.build(cache, _config(), located)
+    assert not plain.train.__getitems__([0])["x"].numpy().any()
+    with pytest.raises(DataError, match="labelled_share swaps training crops"):
+        train_lib.FoldData.build(cache, _config(labelled_share=0.5))
+    with pytest.raises(DataError, match=r"labelled_share is a share in \[0, 1\]"):
+        _config(labelled_share=1.5)
 
 
 def test_study_grouped_sampler_keeps_each_studys_spinal_crops_together() -> None:

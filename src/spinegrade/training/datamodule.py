@@ -71,15 +71,45 @@ class Labels:
         )
 
 
+@dataclass(frozen=True)
+class AlternativeCrops:
+    """Another crop of each item's target (cv: the labelled point's, for items cut at located points), read
+    instead of the item's own with probability `share`, drawn per item each time it is read."""
+
+    crops: np.ndarray
+    positions: np.ndarray  # per item, a row of `crops`; -1 where the target has none
+    share: float
+
+
 class CropDataset(Dataset):
     """Items i -> crops[positions[i]] (float16 (k, S, S)) with their labels; batches via __getitems__."""
 
-    def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: Labels) -> None:
+    def __init__(
+        self,
+        crops: np.ndarray,
+        positions: np.ndarray,
+        labels: Labels,
+        alternative: AlternativeCrops | None = None,
+    ) -> None:
         if not len(positions) == len(labels.severity):
             raise ValueError("positions and labels must have one entry per item")
+        if alternative is not None and len(alternative.positions) != len(positions):
+            raise ValueError("alternative positions must have one entry per item")
         self.crops = crops
         self.positions = np.asarray(positions, dtype=np.int64)
         self.labels = labels
+        self.alternative = alternative
+
+    def _read(self, items: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(self.crops[self.positions[items]])  # a copy: fancy indexing
+        alt = self.alternative
+        if alt is not None and alt.share > 0:
+            # torch's generator: seeded by seed_everything, and per DataLoader worker by torch itself
+            drawn = torch.rand(len(items)).numpy() < alt.share
+            swap = np.flatnonzero(drawn & (alt.positions[items] >= 0))
+            if len(swap):
+                x[swap] = alt.crops[alt.positions[items[swap]]]
+        return x
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -87,7 +117,7 @@ class CropDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         items = np.asarray(indices, dtype=np.int64)
         return {
-            "x": torch.from_numpy(np.ascontiguousarray(self.crops[self.positions[items]])),
+            "x": torch.from_numpy(self._read(items)),
             "condition": torch.from_numpy(self.labels.condition[items]),
             "level": torch.from_numpy(self.labels.level[items]),
             "severity": torch.from_numpy(self.labels.severity[items]),

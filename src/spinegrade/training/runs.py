@@ -127,6 +127,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
     mixup: float = 0.0  # alpha of mixup within a condition group (training.augment); 0: off
     distill: float = 0.0  # share of each target taken from the teacher's probabilities (training.distill)
+    # share of training items whose crop is cut at the labelled point instead of the training cache's (cv's
+    # located) point, drawn per item and epoch (training.datamodule.AlternativeCrops); 0: off
+    labelled_share: float = 0.0
     teacher: str | None = None  # a run of the same fold (cv: its headline run) or a submission CSV
     logger: str = "csv"  # training curves in RUN/logs (training.loggers): csv or tensorboard
 
@@ -163,6 +166,10 @@ class TrainConfig:
             raise DataError(f"distill is a share in [0, 1] (0: no teacher), got {self.distill}")
         if self.distill > 0 and self.method.sampler == "smote":
             raise DataError("distill grades real training crops only: use it without smote")
+        if not 0 <= self.labelled_share <= 1:
+            raise DataError(f"labelled_share is a share in [0, 1] (0: off), got {self.labelled_share}")
+        if self.labelled_share > 0 and self.method.sampler == "smote":
+            raise DataError("labelled_share swaps real training crops only: use it without smote")
         if not self.mixup >= 0:
             raise DataError(f"mixup is the alpha of a Beta draw, >= 0 (0: no mixup), got {self.mixup}")
         if self.ema is not None and not 0 <= self.ema < 1:

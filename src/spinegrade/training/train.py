@@ -52,7 +52,14 @@ from spinegrade.models.classifier import create_model
 from spinegrade.runtime import quiet_lightning
 from spinegrade.training.augment import AugmentConfig
 from spinegrade.training.checkpoint import BEST, ModelExport, load_run
-from spinegrade.training.datamodule import CropDataModule, CropDataset, Labels, fold_rows, input_stats
+from spinegrade.training.datamodule import (
+    AlternativeCrops,
+    CropDataModule,
+    CropDataset,
+    Labels,
+    fold_rows,
+    input_stats,
+)
 from spinegrade.training.distill import check_teacher, teacher_targets
 from spinegrade.training.imbalance import (
     apply_prior_shift,
@@ -365,7 +372,9 @@ class FoldData:
         _, val_rows = fold_rows(cache, config.fold)
         method = config.method
         labels = Labels.of_rows(source, train_rows)
-        train = CropDataset(source.crops, train_rows, labels)
+        train = CropDataset(
+            source.crops, train_rows, labels, _labelled_crops(cache, source, train_rows, config)
+        )
         fit = train
         if method.sampler == "smote" and not config.feature_smote:
             fit = _pixel_smote(source, train_rows, labels, config.seed)
@@ -390,6 +399,28 @@ class FoldData:
             val_index=val_index,
             points=str(source.meta.get("points", "labelled")),
         )
+
+
+def _labelled_crops(
+    cache: CropCache, source: CropCache, rows: np.ndarray, config: TrainConfig
+) -> AlternativeCrops | None:
+    """The labelled cache's crop of each training row's target, for config.labelled_share (None: off)."""
+    if not config.labelled_share:
+        return None
+    if source is cache:
+        raise DataError(
+            "labelled_share swaps training crops cut at other points for the labelled ones: give a training "
+            "cache of located or jittered points (cv does)"
+        )
+    if source.crops.shape[1:] != cache.crops.shape[1:]:
+        raise DataError(
+            f"{source.path} and {cache.path} hold crops of other shapes ({source.crops.shape[1:]} vs "
+            f"{cache.crops.shape[1:]}); cut both with the same --size and -k"
+        )
+    key = ["study_id", "condition", "level"]
+    labelled = cache.index[key].reset_index(names="labelled_row").drop_duplicates(key)
+    found = source.index.iloc[rows][key].merge(labelled, on=key, how="left")["labelled_row"]
+    return AlternativeCrops(cache.crops, found.fillna(-1).to_numpy(np.int64), config.labelled_share)
 
 
 def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> GradingModule:
