@@ -122,8 +122,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Score against studies (every seed; bars: 95% intervals) and the locators' median error."""
+def plot(
+    rows: list[dict[str, Any]], path: Path, before: tuple[str, list[dict[str, Any]]] | None = None
+) -> None:
+    """Score against studies (every seed; bars: 95% intervals) and the locators' median error; `before`
+    (label, rows): an earlier curve's end-to-end points, faded, to show what a change moved."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +141,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         "prior": ("per-level prior", "tab:gray"),
         "floor": ("phantom's floor", "black"),
     }
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     seeds = sorted({r["seed"] for r in rows})
     markers = "os^D"
     for k, (key, (label, colour)) in enumerate(styles.items()):
@@ -158,8 +161,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 linestyle="-" if key not in ("prior", "floor") else ":",
                 label=label if i == 0 else None,
             )  # fmt: skip
+    if before is not None:
+        label, earlier = before
+        for i, seed in enumerate(sorted({r["seed"] for r in earlier})):
+            mine = [r for r in earlier if r["seed"] == seed]
+            ax.plot(
+                [r["studies"] for r in mine], [r["end_to_end"]["value"] for r in mine], color="tab:blue",
+                marker=markers[i % len(markers)], linestyle="--", alpha=0.35, fillstyle="none",
+                label=f"end to end, {label}" if i == 0 else None,
+            )  # fmt: skip
     ax.set_xscale("log")
-    sizes = sorted({r["studies"] for r in rows})
+    sizes = sorted({r["studies"] for r in rows + (before[1] if before else [])})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
@@ -176,7 +188,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     twin.set_ylabel("median located error (mm)", color="tab:orange")
     twin.set_ylim(bottom=0)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.1, 1.0))
     markers_note = ", ".join(f"seed {s}: {markers[i % len(markers)]}" for i, s in enumerate(seeds))
     ax.set_title(f"spinegrade learning curve at the CPU defaults ({markers_note})", fontsize=10)
     fig.tight_layout()
@@ -200,6 +212,12 @@ def main() -> None:
         help="Folds cv grades, comma-separated (default: all). Every locator is still trained; one graded "
         "fold trains a third of the classifiers (a 400-study point on 2 cores).",
     )
+    parser.add_argument(
+        "--before",
+        default=None,
+        metavar="LABEL=DIR",
+        help="Another curve's OUT (e.g. before a change): its end-to-end points are drawn faded, as LABEL.",
+    )
     args = parser.parse_args()
     console = Console(stderr=True, width=120)
     settings = DemoSettings()
@@ -213,7 +231,13 @@ def main() -> None:
     rows = collect(args.out)
     write_atomic(args.out / "learning_curve.json", json.dumps(rows, indent=1) + "\n")
     write_atomic(args.out / "learning_curve.md", markdown(rows))
-    plot(rows, args.out / "learning_curve.png")
+    before = None
+    if args.before:
+        label, _, folder = args.before.partition("=")
+        if not folder or not Path(folder).is_dir():
+            parser.error(f"--before {args.before!r}: give LABEL=DIR with an existing folder")
+        before = (label, collect(Path(folder)))
+    plot(rows, args.out / "learning_curve.png", before)
     console.print(f"wrote {args.out / 'learning_curve.json'} and {args.out / 'learning_curve.png'}")
 
 
