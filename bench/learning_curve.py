@@ -48,11 +48,13 @@ def size_row(report: dict[str, Any], studies: int, seed: int, seconds: float | N
     }
     for key, entry in ENTRIES.items():
         score = report["scores"].get(entry.format(points=points), {}).get("score")
-        row[key] = None if score is None else {k: round(score[k], 4) for k in ("value", "low", "high")}
+        row[key] = (
+            None if score is None else {k: round(score[k], 6) for k in ("value", "low", "high")}
+        )  # 6: no double rounding at 3
     headline = f"end to end ({points}) - {PRIOR_ENTRY}"
     row["end_to_end_minus_prior"] = report["differences"].get(headline)
     floor = row["floor"]["value"] if row["floor"] else None
-    row["end_to_end_minus_floor"] = None if floor is None else round(row["end_to_end"]["value"] - floor, 4)
+    row["end_to_end_minus_floor"] = None if floor is None else round(row["end_to_end"]["value"] - floor, 6)
     loc = report["localization"]["overall"]
     row["located"] = {
         "median_mm": round(loc["median_mm"], 2),
