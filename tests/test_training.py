@@ -24,6 +24,7 @@ from spinegrade.training.augment import (
     augment_batch,
     mix_partners,
     mixup_batch,
+    shift_slices,
     side_flip,
 )
 from spinegrade.training.checkpoint import load_run
@@ -120,6 +121,24 @@ def test_augmentation_is_off_by_default_for_sides_and_changes_the_pixels() -> No
     assert not torch.allclose(out, x)
     untouched, _ = augment_batch(x, condition, AugmentConfig(0, 0, 0, 0, 0, 0))
     assert torch.equal(untouched, x)
+
+
+def test_slice_shift_moves_a_share_of_crops_by_one_slice_and_keeps_their_labels() -> None:
+    x = torch.arange(15, dtype=torch.float32).view(3, 5, 1, 1).expand(3, 5, 2, 2).contiguous()
+    moved = shift_slices(x, torch.tensor([1, -1, 0]))
+    assert moved[0, :, 0, 0].tolist() == [1, 2, 3, 4, 4]  # the far end slice is repeated
+    assert moved[1, :, 0, 0].tolist() == [5, 5, 6, 7, 8]
+    assert torch.equal(moved[2], x[2])
+    torch.manual_seed(0)
+    crops = torch.rand(400, K, SIZE, SIZE)
+    condition = torch.arange(400) % len(CONDITIONS)
+    still = AugmentConfig(0, 0, 0, 0, 0, 0, slice_shift=0.5)
+    out, new = augment_batch(crops, condition, still)
+    assert torch.equal(new, condition)
+    changed = (out != crops).flatten(1).any(dim=1).float().mean().item()
+    assert 0.4 < changed < 0.6
+    with pytest.raises(DataError, match="slice_shift"):
+        TrainConfig(slice_shift=1.5)
 
 
 def test_mixup_blends_each_crop_with_another_of_its_condition_group() -> None:

@@ -10,6 +10,11 @@ the patient, so the mirror is a horizontal flip. On sagittal crops a horizontal 
 and posterior, not sides; there the mirror is the reversed slice order (the k channels run along the
 left-right axis), with the image itself unchanged. The spinal canal has no side: its label is kept.
 
+Slice shift (`slice_shift`, the share of crops moved; 0 is off): the crop's k slices move by one, up or down
+at random, the slice at the far end repeated, so the centre channel is a neighbour of the graded slice. It
+imitates a locator that picks the next slice (a fifth to a quarter of the located points): the classifier
+sees the graded slice at another channel and learns to find it there. The label is kept.
+
 Mixup (`mixup`, a Beta(alpha, alpha) draw per batch; 0 is off): each crop is blended with a partner of the
 same condition group (sagittal T2, sagittal T1, axial) and the loss blends the two targets' losses with the
 same weight (training.module.GradingModule). Mixup is known to resist label noise (Zhang et al., 2018),
@@ -51,6 +56,7 @@ class AugmentConfig:
     brightness: float = 0.1
     noise: float = 0.02
     side_flip: bool = False
+    slice_shift: float = 0.0  # share of crops whose slices move by one (0: none)
     mixup: float = 0.0  # alpha of the Beta draw of the blend weight (0: no mixup)
 
     def to_dict(self) -> dict:
@@ -70,6 +76,13 @@ def side_flip(
     x = torch.where(flip[:, None, None, None], mirrored, x)
     condition = torch.where(flip, MIRRORED_CONDITION.to(condition.device)[condition], condition)
     return x, condition
+
+
+def shift_slices(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Crops (B, k, S, S) with channel c read from channel c + step (int (B,)), clamped to the end slices."""
+    k = x.shape[1]
+    source = (torch.arange(k, device=x.device)[None, :] + step[:, None]).clamp(0, k - 1)
+    return torch.take_along_dim(x, source[:, :, None, None].expand_as(x), dim=1)
 
 
 def augment_batch(
@@ -97,6 +110,10 @@ def augment_batch(
         x = x * contrast + (mean * (1 - contrast) + _uniform(n, config.brightness, x).view(n, 1, 1, 1))
     if config.noise:
         x = torch.add(x, torch.randn_like(x), alpha=config.noise)
+    if config.slice_shift:
+        moved = torch.rand(n, device=x.device) < config.slice_shift
+        direction = torch.randint(0, 2, (n,), device=x.device) * 2 - 1
+        x = shift_slices(x, torch.where(moved, direction, 0))
     if config.side_flip:
         x, condition = side_flip(x, condition, torch.rand(n, device=x.device) < 0.5)
     return x, condition

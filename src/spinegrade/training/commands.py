@@ -167,6 +167,12 @@ def train_command(
         "--side-flip/--no-side-flip",
         help="Augment with left/right mirrors that swap the side label; " + recipe_default("side_flip") + ".",
     ),
+    slice_shift: float = typer.Option(
+        D["slice_shift"],
+        "--slice-shift",
+        help="Share of training crops whose slices move by one, up or down (a locator's next-slice error; "
+        "the label is kept), e.g. 0.3 (0: off).",
+    ),
     mixup: float = typer.Option(
         D["mixup"],
         "--mixup",
@@ -247,6 +253,7 @@ def train_command(
         conditioning=conditioning,
         output=output,
         side_flip=side_flip,
+        slice_shift=slice_shift,
         mixup=mixup,
         distill=distill,
         teacher=str(teacher) if teacher else None,

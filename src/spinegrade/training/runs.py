@@ -125,6 +125,7 @@ class TrainConfig:
     loss: str = "weighted-ce"
     any_severe: float = 0.0  # weight of the in-batch any_severe_spinal term of loss "score"
     label_smoothing: float = 0.0  # share of each target spread over the grades (noisy readers' labels)
+    slice_shift: float = 0.0  # share of training crops whose slices move by one (training.augment); 0: off
     mixup: float = 0.0  # alpha of mixup within a condition group (training.augment); 0: off
     distill: float = 0.0  # share of each target taken from the teacher's probabilities (training.distill)
     # share of training items whose crop is cut at the labelled point instead of the training cache's (cv's
@@ -170,6 +171,8 @@ class TrainConfig:
             raise DataError(f"labelled_share is a share in [0, 1] (0: off), got {self.labelled_share}")
         if self.labelled_share > 0 and self.method.sampler == "smote":
             raise DataError("labelled_share swaps real training crops only: use it without smote")
+        if not 0 <= self.slice_shift <= 1:
+            raise DataError(f"slice_shift is a share in [0, 1] (0: off), got {self.slice_shift}")
         if not self.mixup >= 0:
             raise DataError(f"mixup is the alpha of a Beta draw, >= 0 (0: no mixup), got {self.mixup}")
         if self.ema is not None and not 0 <= self.ema < 1:

@@ -439,7 +439,9 @@ def _grading_module(config: TrainConfig, cache: CropCache, data: FoldData) -> Gr
         taught = teacher_targets(config, data.train, data.train_index, data.prior_shift)
     return GradingModule(
         model,
-        augment=AugmentConfig(side_flip=bool(config.side_flip), mixup=config.mixup),  # side_flip resolved
+        augment=AugmentConfig(  # side_flip resolved
+            side_flip=bool(config.side_flip), slice_shift=config.slice_shift, mixup=config.mixup
+        ),
         channels_last=config.channels_last,
         ema=config.ema or 0.0,
         teacher_targets=taught,
