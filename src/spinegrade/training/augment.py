@@ -12,8 +12,8 @@ left-right axis), with the image itself unchanged. The spinal canal has no side:
 
 Slice shift (`slice_shift`, the share of crops moved; 0 is off): the crop's k slices move by one, up or down
 at random, the slice at the far end repeated, so the centre channel is a neighbour of the graded slice. It
-imitates a locator that picks the next slice (a fifth to a quarter of the located points): the classifier
-sees the graded slice at another channel and learns to find it there. The label is kept.
+imitates a locator that picks the next slice: the classifier sees the graded slice at another channel and
+learns to find it there. The label is kept. Measured: docs/results.md#classifier-levers-at-150-studies.
 
 Mixup (`mixup`, a Beta(alpha, alpha) draw per batch; 0 is off): each crop is blended with a partner of the
 same condition group (sagittal T2, sagittal T1, axial) and the loss blends the two targets' losses with the
