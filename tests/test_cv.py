@@ -242,13 +242,18 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
             "small": {"arch": "regnetx_002"},
             "dist": {"distill": 0.5},
         }
-        report = cross_validate(data, out, replace(settings, variants=more), resume=True)
+        report = cross_validate(data, out, replace(settings, variants=more, seeds=2), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
+    second = json.loads((run.with_name("resnet18__labelled__bal__seed1") / "config.json").read_text())
+    assert (second["seed"], second["class_weights"]) == (settings.seed + 1, "balanced")  # the next seed
+    assert json.loads((run.with_name("resnet18__labelled__seed1") / "config.json").read_text())["seed"] == 1
     assert json.loads((run / "config.json").read_text())["class_weights"] == "balanced"
     assert json.loads((run / "val_score.json").read_text())["keep"] == "last"  # no epoch chosen on the fold
     assert json.loads((run.with_name("resnet18__labelled__flip") / "config.json").read_text())["side_flip"]
     taught = json.loads((run.with_name("resnet18__labelled__dist") / "config.json").read_text())
     assert taught["teacher"] == str(run.with_name("resnet18__labelled"))  # the fold's headline run
+    taught = json.loads((run.with_name("resnet18__labelled__dist__seed1") / "config.json").read_text())
+    assert taught["teacher"] == str(run.with_name("resnet18__labelled__seed1"))  # of the same seed
     small = json.loads((run.with_name("regnetx_002__labelled__small") / "config.json").read_text())
     assert small["arch"] == "regnetx_002"  # an arch variant: its own folder, paired with the headline
     scores = report["scores"]
@@ -290,10 +295,12 @@ def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
     seen: dict[str, CvSettings] = {}
     monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
     args = ["cv", str(tmp_path), "--out", str(tmp_path / "cv"), "--locator-size", "96"]
-    result = CliRunner().invoke(app, [*args, "--locator-epochs", "8", "--locator-lr", "6e-3"])
+    result = CliRunner().invoke(app, [*args, "--locator-epochs", "8", "--locator-lr", "6e-3", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     locator = seen["s"].locator
-    assert (locator.size, locator.epochs, locator.lr) == (96, 8, 6e-3)
+    assert (locator.size, locator.epochs, locator.lr, seen["s"].seeds) == (96, 8, 6e-3, 2)
+    with pytest.raises(DataError, match="seeds"):
+        CvSettings(seeds=0)
 
 
 def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
@@ -309,7 +316,8 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
     saved = json.loads(json.dumps(asdict(settings)))
     saved["locator"].pop("refine_mm")  # a cv.json written before the refiners
     check_resumable(
-        saved, replace(settings, folds=(0,), threads=2, variants={"ls": {"label_smoothing": 0.1}})
+        saved,
+        replace(settings, folds=(0,), threads=2, seeds=2, variants={"ls": {"label_smoothing": 0.1}}),
     )
     check_resumable(saved, replace(settings, locator=replace(plain, seed=1)))  # cv sets it from its own
     with pytest.raises(DataError, match=r"locator \(refine_mm\)"):

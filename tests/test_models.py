@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -186,3 +187,60 @@ def test_ordinal_output_gives_ordered_grades_that_start_at_the_priors(conditioni
     assert worst < 1e-4
     with pytest.raises(ValueError, match="output"):
         create_model("test_efficientnet", in_chans=3, output="cumulative")
+
+
+
+@pytest.mark.parametrize(
+    ("in_ch", "out_ch", "groups", "stride", "size", "shortcut"),
+    [
+        (8, 6, 1, 1, (1, 1), True),  # resnet's last stage at 32 px: the centre tap only
+        (8, 6, 1, 2, (2, 2), True),  # its first conv, 2 x 2 -> 1 x 1: the lower right 2 x 2 taps
+        (6, 6, 6, 1, (1, 1), True),  # depthwise (efficientnet)
+        (8, 6, 1, 2, (1, 2), True),  # not square
+        (8, 6, 1, 1, (2, 2), False),  # two output positions per side: the full kernel, as timm built it
+        (8, 6, 1, 1, (5, 5), False),
+    ],
+)
+def test_window_conv_gives_the_full_kernels_outputs_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+    in_ch: int,
+    out_ch: int,
+    groups: int,
+    stride: int,
+    size: tuple[int, int],
+    shortcut: bool,
+) -> None:
+    from spinegrade.models.convs import WindowConv2d, window_convs
+
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, groups=groups)
+    window = window_convs(torch.nn.Sequential(copy.deepcopy(plain)))[0]
+    assert type(window) is WindowConv2d and window.weight.shape == plain.weight.shape
+    x = torch.randn(3, in_ch, *size)
+    outputs, grads = [], []
+    for conv in (plain, window):
+        xi = x.clone().requires_grad_(True)
+        out = conv(xi)
+        out.pow(2).sum().backward()
+        outputs.append(out)
+        grads.append((xi.grad, conv.weight.grad, conv.bias.grad))
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want)
+    full_kernel_calls: list[int] = []
+    full = torch.nn.Conv2d._conv_forward
+    monkeypatch.setattr(
+        torch.nn.Conv2d, "_conv_forward", lambda *a: full_kernel_calls.append(1) or full(*a)
+    )
+    window(x)
+    assert (not full_kernel_calls) == shortcut
+
+
+def test_classifier_convs_take_the_window_path_and_keep_timms_state_dict() -> None:
+    from spinegrade.models.convs import WindowConv2d
+
+    model = create_model("resnet18", in_chans=K)
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(type(m) is WindowConv2d for m in convs)
+    timm_keys = set(timm.create_model("resnet18", in_chans=K, num_classes=0).state_dict())
+    assert {k.removeprefix("backbone.") for k in model.state_dict() if k.startswith("backbone.")} == timm_keys

@@ -46,6 +46,7 @@ class DemoSettings:
     epochs: int = 10
     batch_size: int = 32
     archs: tuple[str, ...] = ("resnet18",)
+    seeds: int = 1  # classifiers per fold, averaged (crossval.run.CvSettings.seeds)
     imbalance: str = "class-weights"
     train_points: str = "located"
     # 80 rather than 96 since the refiners find each sagittal point again (within the demo's 15 minutes).
@@ -73,6 +74,7 @@ class DemoSettings:
             folds=self.graded_folds,
             seed=self.seed,
             archs=self.archs,
+            seeds=self.seeds,
             imbalance=self.imbalance,
             train_points=(self.train_points,),
             size=self.crop_px,

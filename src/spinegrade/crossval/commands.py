@@ -40,6 +40,13 @@ def cv_command(
     arch: str = typer.Option(
         "efficientnet_b0", "--arch", help="Classifier architecture(s), comma-separated (averaged)."
     ),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="Classifiers per fold and architecture, trained with seeds --seed, --seed + 1, ... and "
+        "averaged (one training draw moves a small dataset's score: "
+        "docs/results.md#classifier-levers-at-150-studies).",
+    ),
     imbalance: str = typer.Option("class-weights", "--imbalance", help="Imbalance method (see train)."),
     train_points: str = typer.Option(
         "located",
@@ -115,6 +122,7 @@ def cv_command(
         folds=_fold_list(folds),
         seed=seed,
         archs=_names(arch),
+        seeds=seeds,
         imbalance=imbalance,
         train_points=_names(train_points),
         size=size,

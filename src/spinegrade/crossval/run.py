@@ -10,7 +10,8 @@ Stages (each one's files under OUT, reused by a resumed run):
   5. training points: OUT/train_points_<mode>, crops at jittered or located points (crossval.points);
   6. classifiers: OUT/fold<f>/classifiers/<arch>__<points>, trained on the other folds for the recipe's
      epochs and kept at the last (the graded fold chooses nothing), and per --variant (crossval.variants)
-     <arch>__<points>__<variant> at the headline points;
+     <arch>__<points>__<variant> at the headline points; with --seeds N each also as ...__seed1 to
+     ...__seed<N-1>, trained with the next seeds, and graded as one average;
   7. grade: the fold's studies graded end to end from the located points (prediction's grading, priors of
      the training folds for whatever cannot be graded), and at the labelled points (the runs' validation
      predictions), variants whose prior-shift correction is not the identity also without it ("raw"), the
@@ -72,6 +73,9 @@ class CvSettings:
     folds: tuple[int, ...] | None = None  # the folds graded (None: all); locators may need all
     seed: int = 0
     archs: tuple[str, ...] = ("efficientnet_b0",)
+    # Classifiers per fold and architecture, trained with seeds seed, seed + 1, ... and averaged: one draw of
+    # training moves a 150-study score by up to 0.04 (docs/results.md#classifier-levers-at-150-studies).
+    seeds: int = 1
     imbalance: str = "class-weights"
     # Where training crops are cut; the first is the headline, several compare them (located measured best:
     # docs/results.md#training-points).
@@ -97,6 +101,10 @@ class CvSettings:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
         if not self.archs:
             raise DataError("cv needs at least one architecture")
+        if self.seeds < 1:
+            raise DataError(
+                f"seeds is the number of classifiers per fold and architecture: at least 1, got {self.seeds}"
+            )
         for name, overrides in self.variants.items():
             check_variant(name, overrides)
             if "arch" in overrides and len(self.archs) > 1:
@@ -108,7 +116,17 @@ class CvSettings:
 
 # What a resumed cv may change: which folds it grades, the variants it adds and how it runs. Everything
 # else shaped a finished stage (the locators, their points, the crops, the headline classifiers).
-RESUMABLE: Final = ("folds", "variants", "accelerator", "devices", "workers", "threads", "n_boot", "logger")
+RESUMABLE: Final = (
+    "folds",
+    "variants",
+    "seeds",
+    "accelerator",
+    "devices",
+    "workers",
+    "threads",
+    "n_boot",
+    "logger",
+)
 
 
 def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
@@ -164,8 +182,12 @@ def prior_rows(study_id: int, priors: pd.DataFrame) -> pd.DataFrame:
     return StudyResult(int(study_id), pd.DataFrame(), grades).rows()
 
 
-def _run_name(arch: str, points: str, variant: str | None = None) -> str:
-    return f"{arch}__{points}" + (f"__{variant}" if variant else "")
+def _run_name(arch: str, points: str, variant: str | None = None, seed_index: int = 0) -> str:
+    return (
+        f"{arch}__{points}"
+        + (f"__{variant}" if variant else "")
+        + (f"__seed{seed_index}" if seed_index else "")
+    )
 
 
 @dataclass(frozen=True)
@@ -178,12 +200,17 @@ class _Member:
     variant: str | None = None
     arch: str | None = None  # the variant's own architecture (then cv trains one)
 
-    def archs(self, archs: Sequence[str]) -> list[str]:
-        return [self.arch or a for a in archs]
-
-    def runs(self, out: Path, fold: int, archs: Sequence[str]) -> list[Path]:
+    def jobs(self, out: Path, fold: int, settings: CvSettings) -> list[tuple[str, int, Path]]:
+        """(architecture, seed index, run folder) of each classifier of the fold, averaged when graded."""
         folder = out / f"fold{fold}" / "classifiers"
-        return [folder / _run_name(a, self.points, self.variant) for a in self.archs(archs)]
+        return [
+            (arch, j, folder / _run_name(arch, self.points, self.variant, j))
+            for arch in (self.arch or a for a in settings.archs)
+            for j in range(settings.seeds)
+        ]
+
+    def runs(self, out: Path, fold: int, settings: CvSettings) -> list[Path]:
+        return [run for *_, run in self.jobs(out, fold, settings)]
 
 
 def _members(settings: CvSettings) -> list[_Member]:
@@ -353,15 +380,17 @@ def cross_validate(
             for member in members:
                 overrides = settings.variants.get(member.variant or "", {})
                 for fold in graded:
-                    archs = member.archs(settings.archs)
-                    runs = member.runs(out, fold, settings.archs)
-                    teachers = members[0].runs(out, fold, settings.archs)  # a distilling variant's teacher
-                    for arch, run, teacher in zip(archs, runs, teachers, strict=True):
+                    jobs = member.jobs(out, fold, settings)
+                    teachers = members[0].runs(out, fold, settings)  # a distilling variant's teacher
+                    for (arch, j, run), teacher in zip(jobs, teachers, strict=True):
                         taught = {"teacher": str(teacher)} if overrides.get("distill") else {}
+                        seed = int(overrides.get("seed", settings.seed)) + j
                         train_run(
                             cache,
                             run,
-                            replace(base, **{"arch": arch, "fold": fold, **taught, **overrides}),
+                            replace(
+                                base, **{"arch": arch, "fold": fold, **taught, **overrides, "seed": seed}
+                            ),
                             train_cache=train_caches.get(member.points),
                             resume=True,
                             console=console,
@@ -482,7 +511,7 @@ def grade_folds(
     for fold in graded:
         priors = fold_priors(long, folds, fold)
         ids = sorted(folds.index[folds == fold])
-        runs = {m.key: m.runs(out, fold, settings.archs) for m in members}
+        runs = {m.key: m.runs(out, fold, settings) for m in members}
         ensembles = {key: Ensemble.load(paths) for key, paths in runs.items()}
         for key, ensemble in list(ensembles.items()):
             if ensemble.shifts:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinegrade.models.convs import window_convs
 from spinegrade.models.pretrained import create_backbone
 from spinegrade.models.registry import resolve_arch
 from spinegrade.vocab import CONDITIONS, LEVELS, SEVERITIES
@@ -182,6 +183,7 @@ def create_model(
     backbone: Any = create_backbone(spec.timm_name, in_chans=in_chans, pretrained=pretrained, weights=weights)
     for name in spec.drop:
         setattr(backbone, name, nn.Identity())
+    window_convs(backbone)  # small crops: the last stages' maps fit one kernel window (models.convs)
     # What forward_head(pre_logits=True) returns: head_hidden_size when the head has its own layers.
     num_features = backbone.num_features if spec.drop else getattr(backbone, "head_hidden_size", None)
     num_features = int(num_features or backbone.num_features)
