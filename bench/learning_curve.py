@@ -45,6 +45,7 @@ def size_row(report: dict[str, Any], studies: int, seed: int, seconds: float | N
         "studies": studies,
         "seed": seed,
         "graded_folds": None if len(graded) == report["folds"]["n_folds"] else graded,  # None: all
+        "classifier_seeds": report["settings"].get("seeds", 1),  # classifiers averaged per fold
     }
     for key, entry in ENTRIES.items():
         score = report["scores"].get(entry.format(points=points), {}).get("score")
@@ -66,22 +67,25 @@ def size_row(report: dict[str, Any], studies: int, seed: int, seconds: float | N
 
 
 def run_size(out: Path, studies: int, seed: int, settings: DemoSettings, console: Console) -> dict:
-    """Write (or reuse) the phantom and cv of one size; its row."""
+    """Write (or reuse) the phantom and cv of one size; its row. A finished cv with fewer classifier seeds
+    or other graded folds than asked is resumed (only the missing classifiers train); its time adds up."""
     folder = out / f"seed{seed}" / f"n{studies}"
     data, cv = folder / "data", folder / "cv"
     write_phantom(data, studies, seed, size=settings.image_px, test_studies=0)
     done = cv / "report.json"
-    seconds = None
     cv_settings = replace(settings, seed=seed).cv_settings()
+    seconds_file = folder / "cv_seconds.txt"
+    seconds = float(seconds_file.read_text()) if seconds_file.is_file() else None
     if done.is_file():  # a finished cv counts only if made with today's settings
-        check_resumable(json.loads((cv / "cv.json").read_text())["settings"], cv_settings)
-    else:
+        saved = json.loads((cv / "cv.json").read_text())["settings"]
+        check_resumable(saved, cv_settings)
+        folds = None if cv_settings.folds is None else list(cv_settings.folds)
+        current = saved.get("seeds", 1) == cv_settings.seeds and saved.get("folds") == folds
+    if not done.is_file() or not current:
         start = time.perf_counter()
         cross_validate(data, cv, cv_settings, resume=True, console=console)
-        seconds = time.perf_counter() - start
-        write_atomic(folder / "cv_seconds.txt", f"{seconds:.1f}\n")
-    if seconds is None and (folder / "cv_seconds.txt").is_file():
-        seconds = float((folder / "cv_seconds.txt").read_text())
+        seconds = (seconds or 0.0) + time.perf_counter() - start
+        write_atomic(seconds_file, f"{seconds:.1f}\n")
     return size_row(json.loads(done.read_text()), studies, seed, seconds)
 
 
@@ -104,10 +108,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return "-" if entry is None else f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
     lines = [
-        "| studies | seed | end to end | - prior (paired) | side-flip TTA | calibrated (nested) "
-        "| stacked (nested) | oracle points | prior | floor | e2e - floor "
+        "| studies | seed | classifiers per fold | end to end | - prior (paired) | side-flip TTA "
+        "| calibrated (nested) | stacked (nested) | oracle points | prior | floor | e2e - floor "
         "| located median / p90 / slice exact | cv time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         loc = r["located"]
@@ -115,7 +119,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         graded = r["graded_folds"]
         studies = f"{r['studies']}" + (f" (folds graded: {','.join(map(str, graded))})" if graded else "")
         lines.append(
-            f"| {studies} | {r['seed']} | {cell(r['end_to_end'])} | {cell(r['end_to_end_minus_prior'])} "
+            f"| {studies} | {r['seed']} | {r['classifier_seeds']} | {cell(r['end_to_end'])} "
+            f"| {cell(r['end_to_end_minus_prior'])} "
             f"| {cell(r['tta'])} | {cell(r['calibrated'])} | {cell(r['stacked'])} | {cell(r['oracle'])} "
             f"| {cell(r['prior'])} | {cell(r['floor'])} | {r['end_to_end_minus_floor']:+.3f} "
             f"| {loc['median_mm']:.1f} mm / {loc['p90_mm']:.1f} mm / {100 * loc['exact_slice_share']:.0f}% "
