@@ -220,6 +220,12 @@ def main() -> None:
         "fold trains a third of the classifiers (a 400-study point on 2 cores).",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="Classifiers per fold, averaged (default: the demo's); a finished cv with others is resumed.",
+    )
+    parser.add_argument(
         "--before",
         default=None,
         metavar="LABEL=DIR",
@@ -230,6 +236,8 @@ def main() -> None:
     settings = DemoSettings()
     if args.threads is not None:
         settings = replace(settings, threads=args.threads)
+    if args.seeds is not None:
+        settings = replace(settings, seeds=args.seeds)
     if args.graded_folds is not None:
         settings = replace(settings, graded_folds=tuple(int(f) for f in args.graded_folds.split(",")))
     for studies in (int(s) for s in args.studies.split(",") if s.strip()):

@@ -46,7 +46,7 @@ class DemoSettings:
     epochs: int = 10
     batch_size: int = 32
     archs: tuple[str, ...] = ("resnet18",)
-    seeds: int = 1  # classifiers per fold, averaged (crossval.run.CvSettings.seeds)
+    seeds: int = 2  # classifiers per fold, averaged (crossval.run.CvSettings.seeds)
     imbalance: str = "class-weights"
     train_points: str = "located"
     # 80 rather than 96 since the refiners find each sagittal point again (within the demo's 15 minutes).
