@@ -46,12 +46,14 @@ class DemoSettings:
     epochs: int = 10
     batch_size: int = 32
     archs: tuple[str, ...] = ("resnet18",)
-    seeds: int = 2  # classifiers per fold, averaged (crossval.run.CvSettings.seeds)
+    # classifiers per fold, averaged (crossval.run.CvSettings.seeds): a second seed moved the demo by -0.001
+    # and a 400-study point by -0.004, inside, for twice the classifiers' time. measured: docs/results.md#demo
+    seeds: int = 1
     imbalance: str = "class-weights"
     train_points: str = "located"
-    # 80 rather than 96 since the refiners find each sagittal point again (within the demo's 15 minutes).
-    # measured: docs/results.md#demo
-    locator_px: int = 80
+    # 96 px whole-series locators and 64 px refiners: the foramina found better than at 80 / 48 px, and within
+    # the demo's 15 minutes since the classifiers' window convolutions. measured: docs/results.md#demo
+    locator_px: int = 96
     # The locators' short schedule wants a higher peak lr than LocatorSettings' 2e-3. measured:
     # docs/results.md#demo
     locator_epochs: int = 8
@@ -60,6 +62,7 @@ class DemoSettings:
     locator_refine_mm: float = (
         32.0  # the sagittal refiners' window (0: none). measured: docs/results.md#refinement
     )
+    locator_refine_px: int = 64  # the refiners' input side
     n_boot: int = 2000
     seed: int = 0
     threads: int = 0  # torch CPU threads in cv's training (0: torch's default, one per core)
@@ -86,6 +89,7 @@ class DemoSettings:
                 lr=self.locator_lr,
                 samples_per_epoch=self.locator_samples,
                 refine_mm=self.locator_refine_mm,
+                refine_size=self.locator_refine_px,
                 seed=self.seed,
             ),
             n_boot=self.n_boot,

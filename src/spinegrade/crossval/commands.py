@@ -80,6 +80,9 @@ def cv_command(
         "--locator-refine-mm",
         help="Refine the sagittal points on a window of this side (mm) around each (0: no refiners).",
     ),
+    locator_refine_size: int = typer.Option(
+        _LOCATOR.refine_size, "--locator-refine-size", help="The refiners' input side (px)."
+    ),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu..."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices: auto, a count or a list."),
     workers: int = typer.Option(0, "--workers", help="Processes reading studies ahead and cropping."),
@@ -136,6 +139,7 @@ def cv_command(
             samples_per_epoch=locator_samples,
             lr=locator_lr,
             refine_mm=locator_refine_mm,
+            refine_size=locator_refine_size,
         ),
         accelerator=accelerator,
         devices=devices,
