@@ -12,7 +12,7 @@ from spinegrade.demo import PARTS, DemoSettings, run_demo
 
 # `make demo` itself: every fold graded (50 studies out of fold), nested calibration. One graded fold (the
 # quick demo, 17 studies) was too noisy to assert on: at seed 1 two studies' confident foraminal misses put
-# it above the prior (1.306 against 0.935) while seed 0 beat it on every group. About 14 minutes on 2 cores
+# it above the prior (1.306 against 0.935) while seed 0 beat it on every group. 9 to 13 minutes on 2 cores
 # (docs/results.md#demo).
 LEARNS = DemoSettings()
 

@@ -189,7 +189,6 @@ def test_ordinal_output_gives_ordered_grades_that_start_at_the_priors(conditioni
         create_model("test_efficientnet", in_chans=3, output="cumulative")
 
 
-
 @pytest.mark.parametrize(
     ("in_ch", "out_ch", "groups", "stride", "size", "shortcut"),
     [
@@ -229,9 +228,7 @@ def test_window_conv_gives_the_full_kernels_outputs_and_gradients(
         torch.testing.assert_close(got, want)
     full_kernel_calls: list[int] = []
     full = torch.nn.Conv2d._conv_forward
-    monkeypatch.setattr(
-        torch.nn.Conv2d, "_conv_forward", lambda *a: full_kernel_calls.append(1) or full(*a)
-    )
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", lambda *a: full_kernel_calls.append(1) or full(*a))
     window(x)
     assert (not full_kernel_calls) == shortcut
 

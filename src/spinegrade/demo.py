@@ -259,7 +259,7 @@ def demo_command(
     the held-out test studies.
 
     Writes a phantom dataset (50 + 20 test studies), a cv run (3 folds, resnet18, 32 px crops; its report in
-    OUT/cv/report.md), a submission for the test studies and its report. 5 to 13 minutes on 2 CPU
+    OUT/cv/report.md), a submission for the test studies and its report. 9 to 13 minutes on 2 CPU
     cores, by machine; --quick (fold 0's studies graded, one classifier trained instead of three) 3/4 of that.
 
     Example: spinegrade demo --out demo_out --quick
