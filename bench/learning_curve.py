@@ -76,12 +76,13 @@ def run_size(out: Path, studies: int, seed: int, settings: DemoSettings, console
     cv_settings = replace(settings, seed=seed).cv_settings()
     seconds_file = folder / "cv_seconds.txt"
     seconds = float(seconds_file.read_text()) if seconds_file.is_file() else None
+    current = False
     if done.is_file():  # a finished cv counts only if made with today's settings
         saved = json.loads((cv / "cv.json").read_text())["settings"]
         check_resumable(saved, cv_settings)
         folds = None if cv_settings.folds is None else list(cv_settings.folds)
         current = saved.get("seeds", 1) == cv_settings.seeds and saved.get("folds") == folds
-    if not done.is_file() or not current:
+    if not current:
         start = time.perf_counter()
         cross_validate(data, cv, cv_settings, resume=True, console=console)
         seconds = (seconds or 0.0) + time.perf_counter() - start
