@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from untrained import write_models
 
+from spinegrade.crops.defaults import DEFAULT_CROP_MM
 from spinegrade.crossval.points import POINT_COLUMNS, error_summary, located_errors, training_points
 from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.run import CvSettings, fold_priors, prior_rows, study_plans
@@ -227,6 +228,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         archs=("resnet18",),
         train_points=("labelled",),
         size=32,
+        crop_mm={"subarticular": 40.0},
         epochs=1,
         locator=LocatorSettings(size=64, epochs=1, samples_per_epoch=16),
         n_boot=50,
@@ -244,6 +246,9 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         }
         report = cross_validate(data, out, replace(settings, variants=more, seeds=2), resume=True)
     assert (run / "best.safetensors").stat().st_mtime_ns == stamp  # finished runs are kept
+    crops = json.loads((out / "cache" / "meta.json").read_text())["crop_mm"]
+    assert crops == json.loads((run / "best.json").read_text())["crop_mm"] == settings.crop_mm
+    assert crops["subarticular"] == 40.0
     second = json.loads((run.with_name("resnet18__labelled__bal__seed1") / "config.json").read_text())
     assert (second["seed"], second["class_weights"]) == (settings.seed + 1, "balanced")  # the next seed
     assert json.loads((run.with_name("resnet18__labelled__seed1") / "config.json").read_text())["seed"] == 1
@@ -295,12 +300,16 @@ def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
     seen: dict[str, CvSettings] = {}
     monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
     args = ["cv", str(tmp_path), "--out", str(tmp_path / "cv"), "--locator-size", "96"]
-    result = CliRunner().invoke(app, [*args, "--locator-epochs", "8", "--locator-lr", "6e-3", "--seeds", "2"])
+    more = ["--locator-epochs", "8", "--locator-lr", "6e-3", "--seeds", "2", "--crop-mm", "subarticular=32"]
+    result = CliRunner().invoke(app, [*args, *more])
     assert result.exit_code == 0, result.output
     locator = seen["s"].locator
     assert (locator.size, locator.epochs, locator.lr, seen["s"].seeds) == (96, 8, 6e-3, 2)
+    assert seen["s"].crop_mm == {**DEFAULT_CROP_MM, "subarticular": 32.0}  # the other groups keep theirs
     with pytest.raises(DataError, match="seeds"):
         CvSettings(seeds=0)
+    with pytest.raises(DataError, match="unknown condition group 'axial'"):
+        CvSettings(crop_mm={"axial": 32.0})
 
 
 def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
@@ -324,3 +333,5 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
         check_resumable(saved, replace(settings, locator=replace(plain, refine_mm=32.0)))
     with pytest.raises(DataError, match=r"locator \(refine_mm, size\), size"):
         check_resumable(saved, replace(settings, size=64, locator=LocatorSettings(size=128)))
+    with pytest.raises(DataError, match="crop_mm"):  # the crops were cut at the other sides
+        check_resumable(saved, replace(settings, crop_mm={"subarticular": 32.0}))

@@ -7,9 +7,7 @@ from pathlib import Path
 import typer
 
 from spinegrade.configfile import config_option
-from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
-
-_CROP_MM_DEFAULTS = ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
+from spinegrade.crops.defaults import CROP_MM_HELP, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 
 
 def prepare_command(
@@ -19,12 +17,7 @@ def prepare_command(
     out: Path = typer.Option(..., "--out", help="Cache folder to write (created; resumed if interrupted)."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels (128+ on a GPU)."),
-    crop_mm: str = typer.Option(
-        "",
-        "--crop-mm",
-        help="Crop side in mm per condition group, e.g. spinal=48,foraminal=40,subarticular=48 "
-        f"(defaults: {_CROP_MM_DEFAULTS}).",
-    ),
+    crop_mm: str = typer.Option("", "--crop-mm", help=CROP_MM_HELP),
     folds: int = typer.Option(DEFAULT_FOLDS, "--folds", help="Study-level cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     folds_file: Path | None = typer.Option(

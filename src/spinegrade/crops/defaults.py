@@ -7,6 +7,10 @@ from typing import Final
 # Physical crop side per condition group (mm): enough context around a lumbar disc level to see the canal
 # (disc plus half of each adjacent vertebral body), the foramen with its pedicles, or the lateral recess.
 DEFAULT_CROP_MM: Final = {"spinal": 48.0, "foraminal": 40.0, "subarticular": 48.0}
+# What --crop-mm takes, for the commands' help.
+CROP_MM_HELP: Final = "Crop side in mm per condition group, e.g. subarticular=32 (defaults: {}).".format(
+    ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
+)
 DEFAULT_K: Final = 5  # neighbouring slices per crop
 DEFAULT_SIZE: Final = 64  # crop side in pixels (CPU); 128+ on a GPU
 DEFAULT_FOLDS: Final = 5

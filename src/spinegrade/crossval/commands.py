@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from spinegrade.configfile import config_option
-from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.defaults import CROP_MM_HELP, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.errors import DataError
 from spinegrade.localization.settings import LocatorSettings
 
@@ -57,6 +57,7 @@ def cv_command(
     ),
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
+    crop_mm: str = typer.Option("", "--crop-mm", help=CROP_MM_HELP),
     epochs: int | None = typer.Option(
         None, "--epochs", help="Classifier epochs (default: each architecture's recipe)."
     ),
@@ -117,6 +118,7 @@ def cv_command(
     """
     from dataclasses import replace
 
+    from spinegrade.crops.extract import parse_crop_mm
     from spinegrade.crossval.run import CvSettings, cross_validate
     from spinegrade.crossval.variants import parse_variants
 
@@ -130,6 +132,7 @@ def cv_command(
         train_points=_names(train_points),
         size=size,
         k=k,
+        crop_mm=parse_crop_mm(crop_mm),
         epochs=epochs,
         batch_size=batch_size,
         locator=replace(

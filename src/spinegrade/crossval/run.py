@@ -31,7 +31,8 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.extract import resolve_crop_mm
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
 from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
 from spinegrade.crossval.report import build_report, render_markdown
@@ -82,6 +83,7 @@ class CvSettings:
     train_points: tuple[str, ...] = ("located",)
     size: int = DEFAULT_SIZE
     k: int = DEFAULT_K
+    crop_mm: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CROP_MM))  # per condition group
     epochs: int | None = None  # None: each architecture's recipe
     batch_size: int = 32
     locator: LocatorSettings = field(default_factory=LocatorSettings)
@@ -96,6 +98,7 @@ class CvSettings:
 
     def __post_init__(self) -> None:
         check_logger(self.logger)
+        object.__setattr__(self, "crop_mm", resolve_crop_mm(self.crop_mm))
         unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
         if unknown or not self.train_points:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
@@ -309,6 +312,7 @@ def cross_validate(
                 out / "cache",
                 k=settings.k,
                 size=settings.size,
+                crop_mm=settings.crop_mm,
                 folds_file=plan_file,
                 seed=settings.seed,
                 workers=max(settings.workers, 1),
@@ -359,6 +363,7 @@ def cross_validate(
                     out / f"train_points_{mode}",
                     k=settings.k,
                     size=settings.size,
+                    crop_mm=settings.crop_mm,
                     folds_file=plan_file,
                     points=moved,
                     workers=max(settings.workers, 1),
