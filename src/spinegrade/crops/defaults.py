@@ -6,6 +6,7 @@ from typing import Final
 
 # Physical crop side per condition group (mm): enough context around a lumbar disc level to see the canal
 # (disc plus half of each adjacent vertebral body), the foramen with its pedicles, or the lateral recess.
+# Subarticular at 32 or 64 mm measured no better (docs/results.md#classifier-levers-at-150-studies).
 DEFAULT_CROP_MM: Final = {"spinal": 48.0, "foraminal": 40.0, "subarticular": 48.0}
 # What --crop-mm takes, for the commands' help.
 CROP_MM_HELP: Final = "Crop side in mm per condition group, e.g. subarticular=32 (defaults: {}).".format(
