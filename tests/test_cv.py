@@ -335,3 +335,7 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
         check_resumable(saved, replace(settings, size=64, locator=LocatorSettings(size=128)))
     with pytest.raises(DataError, match="crop_mm"):  # the crops were cut at the other sides
         check_resumable(saved, replace(settings, crop_mm={"subarticular": 32.0}))
+    saved.pop("crop_mm")  # a cv.json written before --crop-mm: its crops are the defaults
+    check_resumable(saved, settings)
+    with pytest.raises(DataError, match="crop_mm"):
+        check_resumable(saved, replace(settings, crop_mm={"subarticular": 32.0}))

@@ -134,9 +134,10 @@ RESUMABLE: Final = (
 
 def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
     """DataError naming the settings a resumed cv changed that its finished stages depend on; `saved` is
-    cv.json's settings (a locator setting it does not record, added since, means what it meant then)."""
+    cv.json's settings (a setting it does not record, added since, means what it meant then)."""
     now = json.loads(json.dumps(asdict(settings), default=str))
     old = json.loads(json.dumps(saved, default=str))
+    old.setdefault("crop_mm", dict(DEFAULT_CROP_MM))  # written before cv had --crop-mm: the defaults
     if "locator" in old:
         old["locator"] = asdict(LocatorSettings.from_saved(old["locator"]))
         for side in (old, now):  # cv gives each fold's locators its own fold, fold count and seed
