@@ -83,7 +83,8 @@ class CvSettings:
     train_points: tuple[str, ...] = ("located",)
     size: int = DEFAULT_SIZE
     k: int = DEFAULT_K
-    crop_mm: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CROP_MM))  # per condition group
+    # Crop side (mm) per condition group: overrides of crops.defaults.DEFAULT_CROP_MM, resolved to all groups.
+    crop_mm: dict[str, float] = field(default_factory=dict)
     epochs: int | None = None  # None: each architecture's recipe
     batch_size: int = 32
     locator: LocatorSettings = field(default_factory=LocatorSettings)
