@@ -31,3 +31,19 @@ def real_study() -> Path:
     if not (REAL_STUDY_DIR / "train_images").is_dir():
         pytest.skip(f"the real study is not at {REAL_STUDY_DIR}")
     return REAL_STUDY_DIR
+
+
+@pytest.fixture(scope="session")
+def real_twins(real_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real study twice, under its id and 4646741 (links to the same files), as a train split: fold plans
+    need two studies."""
+    import pandas as pd
+
+    data = tmp_path_factory.mktemp("real-twins") / "data"
+    (data / "train_images").mkdir(parents=True)
+    for name in ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv"):
+        table = pd.read_csv(real_study / name)
+        pd.concat([table, table.assign(study_id=4646741)]).to_csv(data / name, index=False)
+    for study_id in (4646740, 4646741):
+        (data / "train_images" / str(study_id)).symlink_to(real_study / "train_images" / "4646740")
+    return data

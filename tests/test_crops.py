@@ -335,20 +335,13 @@ def test_anti_aliasing_smooths_only_what_the_crops_read_with_the_whole_slice_val
                 np.testing.assert_allclose(crops[n, j], expected, atol=1e-6)
 
 
-def test_real_study_prepare_cuts_25_crops_of_the_labelled_instances(real_study, tmp_path):
+def test_real_study_prepare_cuts_25_crops_of_the_labelled_instances(real_twins, tmp_path):
     """prepare on the real RLE study (twice, under two ids, since folds need two studies)."""
     from rich.console import Console
 
     from spinegrade.crops.prepare import prepare
 
-    data = tmp_path / "data"
-    (data / "train_images").mkdir(parents=True)
-    twin = 4646741
-    for name in ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv"):
-        table = pd.read_csv(real_study / name)
-        pd.concat([table, table.assign(study_id=twin)]).to_csv(data / name, index=False)
-    for study_id in (4646740, twin):
-        (data / "train_images" / str(study_id)).symlink_to(real_study / "train_images" / "4646740")
+    data = real_twins
     cache = prepare(data, tmp_path / "cache", k=3, size=24, n_folds=2, workers=1, console=Console(quiet=True))
     real = cache.index[cache.index["study_id"] == 4646740]
     assert len(real) == 25 and cache.index["fold"].nunique() == 2

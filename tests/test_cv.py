@@ -12,6 +12,7 @@ import pytest
 from untrained import write_models
 
 from spinegrade.crops.defaults import DEFAULT_CROP_MM
+from spinegrade.crops.views import SAGITTAL_CONDITIONS
 from spinegrade.crossval.points import POINT_COLUMNS, error_summary, located_errors, training_points
 from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.run import CvSettings, fold_priors, prior_rows, study_plans
@@ -173,7 +174,7 @@ def _run_with_shift(path: Path, factors: np.ndarray) -> Path:
 
 
 def test_raw_grading_drops_only_a_real_prior_shift_correction(tmp_path: Path) -> None:
-    from spinegrade.prediction.grade import Ensemble
+    from spinegrade.prediction.grade import Cut, Ensemble
     from spinegrade.training.imbalance import apply_prior_shift
 
     factors = np.tile([0.2, 0.3, 0.5], (len(CONDITIONS), 1))
@@ -185,9 +186,11 @@ def test_raw_grading_drops_only_a_real_prior_shift_correction(tmp_path: Path) ->
     spec = shifted.specs[0]
     crops = np.random.default_rng(0).random((len(CONDITIONS), spec.k, spec.size, spec.size), np.float32)
     points = pd.DataFrame({"condition": list(CONDITIONS), "level": ["l4_l5"] * len(CONDITIONS)})
-    plain = raw.predict({spec: crops}, points)
+    plain = raw.predict({spec: Cut.single(crops, points["condition"])}, points)
     expected = apply_prior_shift(plain, np.arange(len(CONDITIONS)), factors)
-    np.testing.assert_allclose(shifted.predict({spec: crops}, points), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        shifted.predict({spec: Cut.single(crops, points["condition"])}, points), expected, rtol=1e-6
+    )
     assert not np.allclose(plain, expected)
 
 
@@ -229,6 +232,7 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
         train_points=("labelled",),
         size=32,
         crop_mm={"subarticular": 40.0},
+        views=("own", "axial"),
         epochs=1,
         locator=LocatorSettings(size=64, epochs=1, samples_per_epoch=16),
         n_boot=50,
@@ -249,6 +253,10 @@ def test_cv_variants_train_beside_the_headline_and_resume_adds_only_new_ones(
     crops = json.loads((out / "cache" / "meta.json").read_text())["crop_mm"]
     assert crops == json.loads((run / "best.json").read_text())["crop_mm"] == settings.crop_mm
     assert crops["subarticular"] == 40.0
+    views = json.loads((out / "cache" / "meta.json").read_text())["views"]
+    assert views == json.loads((run / "best.json").read_text())["views"] == ["own", "axial"]
+    index = pd.read_csv(out / "cache" / "index.csv")
+    assert set(index.loc[index["view"] == "axial", "condition"]) == set(SAGITTAL_CONDITIONS)
     second = json.loads((run.with_name("resnet18__labelled__bal__seed1") / "config.json").read_text())
     assert (second["seed"], second["class_weights"]) == (settings.seed + 1, "balanced")  # the next seed
     assert json.loads((run.with_name("resnet18__labelled__seed1") / "config.json").read_text())["seed"] == 1
@@ -301,11 +309,13 @@ def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
     monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
     args = ["cv", str(tmp_path), "--out", str(tmp_path / "cv"), "--locator-size", "96"]
     more = ["--locator-epochs", "8", "--locator-lr", "6e-3", "--seeds", "2", "--crop-mm", "subarticular=32"]
+    more += ["--views", "own,axial"]
     result = CliRunner().invoke(app, [*args, *more])
     assert result.exit_code == 0, result.output
     locator = seen["s"].locator
     assert (locator.size, locator.epochs, locator.lr, seen["s"].seeds) == (96, 8, 6e-3, 2)
     assert seen["s"].crop_mm == {**DEFAULT_CROP_MM, "subarticular": 32.0}  # the other groups keep theirs
+    assert seen["s"].views == ("own", "axial")
     with pytest.raises(DataError, match="seeds"):
         CvSettings(seeds=0)
     with pytest.raises(DataError, match="unknown condition group 'axial'"):
@@ -339,3 +349,9 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
     check_resumable(saved, settings)
     with pytest.raises(DataError, match="crop_mm"):
         check_resumable(saved, replace(settings, crop_mm={"subarticular": 32.0}))
+    with pytest.raises(DataError, match="views"):  # the crops were cut in other planes
+        check_resumable(saved, replace(settings, views=("own", "axial")))
+    saved.pop("views")  # a cv.json written before --views: own views only
+    check_resumable(saved, settings)
+    with pytest.raises(DataError, match="views"):
+        check_resumable(saved, replace(settings, views=("own", "axial")))

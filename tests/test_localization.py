@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from spinegrade.data.series import Series
+from spinegrade.data.series import Series, slice_through_point
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import (
     mirror_permutation,
@@ -21,7 +21,7 @@ from spinegrade.localization.dataset import (
     slice_inputs,
     volume_input,
 )
-from spinegrade.localization.locate import axial_slice_for_point, level_anchors
+from spinegrade.localization.locate import level_anchors
 from spinegrade.localization.metrics import point_errors, summarise_errors
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
@@ -214,13 +214,13 @@ def test_axial_slice_through_a_sagittal_level_point():
     # A canal point on sagittal slice 3 (x = 10 - 9 = 1) at row y=30 -> z = 60 - 15 = 45.
     point = sagittal.pixel_to_patient(3, 40, 30)
     assert point == pytest.approx([1.0, 0.0, 45.0])
-    assert axial_slice_for_point([low], point) == (0, 11)  # z = 44 is 1 mm away
-    assert axial_slice_for_point([high], point) == (0, 1)  # z = 48 is 3 mm away
-    assert axial_slice_for_point([high, low], point) == (1, 11)  # the nearer plane wins
-    assert axial_slice_for_point([low, high], sagittal.pixel_to_patient(3, 40, -4)) == (1, 3)  # z=62: high
-    assert axial_slice_for_point([low, high], sagittal.pixel_to_patient(3, 40, -100)) is None  # above both
+    assert slice_through_point([low], point) == (0, 11)  # z = 44 is 1 mm away
+    assert slice_through_point([high], point) == (0, 1)  # z = 48 is 3 mm away
+    assert slice_through_point([high, low], point) == (1, 11)  # the nearer plane wins
+    assert slice_through_point([low, high], sagittal.pixel_to_patient(3, 40, -4)) == (1, 3)  # z=62: high
+    assert slice_through_point([low, high], sagittal.pixel_to_patient(3, 40, -100)) is None  # above both
     outside = np.array([80.0, 0.0, 20.0])  # inside low's stack but right of its 50 mm field of view
-    assert axial_slice_for_point([low], outside) is None
+    assert slice_through_point([low], outside) is None
 
 
 def test_level_anchors_prefer_the_canal_and_fall_back_to_the_foramina():

@@ -31,7 +31,7 @@ from spinegrade.localization.train import model_info
 from spinegrade.localization.train import save_model as save_locator
 from spinegrade.models.classifier import create_model
 from spinegrade.phantom import write_phantom
-from spinegrade.prediction.grade import Ensemble, find_runs
+from spinegrade.prediction.grade import Cut, Ensemble, find_runs
 from spinegrade.prediction.grading import grade_study
 from spinegrade.prediction.predict import predict
 from spinegrade.prediction.priors import load_priors
@@ -336,10 +336,12 @@ def test_ensemble_averages_runs_and_tta_is_side_symmetric(setup: dict[str, Path]
         torch.ones(len(CONDITIONS), dtype=torch.bool),
     )
     mirrored_points = points.assign(condition=[CONDITIONS[i] for i in mirrored.tolist()])
-    direct = ensemble.predict({spec: crops}, points)
-    mirror = ensemble.predict({spec: flipped.numpy()}, mirrored_points)
+    direct = ensemble.predict({spec: Cut.single(crops, points["condition"])}, points)
+    mirror = ensemble.predict(
+        {spec: Cut.single(flipped.numpy(), mirrored_points["condition"])}, mirrored_points
+    )
     np.testing.assert_allclose(direct, mirror, atol=1e-5)
-    plain = Ensemble.load([setup["run0"]]).predict({spec: crops}, points)
+    plain = Ensemble.load([setup["run0"]]).predict({spec: Cut.single(crops, points["condition"])}, points)
     assert not np.allclose(direct, plain)
 
 
@@ -457,11 +459,18 @@ def test_an_ensemble_file_names_members_weights_and_logit_space(
     spec = ensemble.specs[0]
     crops = np.random.default_rng(0).random((5, spec.k, spec.size, spec.size), dtype=np.float32)
     points = pd.DataFrame({"condition": list(CONDITIONS), "level": ["l1_l2"] * 5})
-    singles = [Ensemble.load([folder / m["path"]]).predict({spec: crops}, points) for m in members]
+    singles = [
+        Ensemble.load([folder / m["path"]]).predict({spec: Cut.single(crops, points["condition"])}, points)
+        for m in members
+    ]
     np.testing.assert_allclose(
-        ensemble.predict({spec: crops}, points), average_probabilities(singles, [3, 1], "logit"), atol=1e-9
+        ensemble.predict({spec: Cut.single(crops, points["condition"])}, points),
+        average_probabilities(singles, [3, 1], "logit"),
+        atol=1e-9,
     )
-    flat = Ensemble.load([folder], space="probability", weights=[1, 1]).predict({spec: crops}, points)
+    flat = Ensemble.load([folder], space="probability", weights=[1, 1]).predict(
+        {spec: Cut.single(crops, points["condition"])}, points
+    )
     np.testing.assert_allclose(flat, (singles[0] + singles[1]) / 2, atol=1e-9)
 
 

@@ -528,7 +528,7 @@ def test_study_grouped_sampler_keeps_each_studys_spinal_crops_together() -> None
     condition = np.array(([spinal] * 5 + [other] * 4) * 3 + [spinal] * 4)
     zeros = np.zeros(len(study), np.int64)
     sampler = StudyGroupedSampler(
-        Labels(condition, zeros, zeros, zeros, study), torch.Generator().manual_seed(0)
+        Labels(condition, zeros, zeros, zeros, study, zeros.astype(bool)), torch.Generator().manual_seed(0)
     )
     epochs = [list(sampler) for _ in range(2)]
     assert len(sampler) == len(study)

@@ -162,7 +162,7 @@ def test_crops_are_what_the_classifier_saw(graded: dict[str, Path]) -> None:
     spec = CropSpec.of_info(result.crops[0])
     study = read_study(study_plan(result))
     points = result.points.assign(series_id=result.points["series_id"].astype(str))
-    expected = cut_crops(study.series_by_id(), points, spec)
+    expected = cut_crops(study.series_by_id(), points, spec).crops
     for r, crop in zip(points.itertuples(), expected, strict=True):
         row = re.search(
             rf'<tr data-target="{r.condition}/{r.level}".*?<img class="crop[^"]*" src="([^"]+)"', html

@@ -34,7 +34,7 @@ ONNX: Final = "onnx"
 # Libraries whose versions are recorded (and compared on loading: a difference warns).
 LIBRARIES: Final = ("torch", "timm", "numpy", "safetensors", "pydicom", "onnxruntime")
 # The classifier settings that shape inference, as best.json records them (side_flip: the calib branch's).
-CLASSIFIER_SETTINGS: Final = ("arch", "in_chans", "k", "size", "crop_mm", "model", "side_flip")
+CLASSIFIER_SETTINGS: Final = ("arch", "in_chans", "k", "size", "crop_mm", "views", "model", "side_flip")
 # Files whose presence decides what is loaded: an extra one is refused, not silently used.
 MODEL_SUFFIXES: Final = (".safetensors", ".onnx")
 

@@ -32,8 +32,9 @@ INDEX_COLUMNS: Final = (
     "severity",
     "fold",
 )
-# Written when present: `instances`, the instance numbers (space separated) that fill a crop's k channels.
-OPTIONAL_INDEX_COLUMNS: Final = ("instances",)
+# Written when present: `instances`, the instance numbers (space separated) that fill a crop's k channels,
+# and `view`, the plane a crop was cut in (crops.views; absent: every crop in its condition's own series).
+OPTIONAL_INDEX_COLUMNS: Final = ("instances", "view")
 _INDEX_DTYPES: Final = {
     "study_id": "int64",
     "series_id": "int64",

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from spinegrade.configfile import config_option
-from spinegrade.crops.defaults import CROP_MM_HELP, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.defaults import (
+    CROP_MM_HELP,
+    DEFAULT_FOLDS,
+    DEFAULT_K,
+    DEFAULT_SIZE,
+    DEFAULT_VIEWS,
+    VIEWS_HELP,
+)
 
 
 def prepare_command(
@@ -18,6 +25,7 @@ def prepare_command(
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels (128+ on a GPU)."),
     crop_mm: str = typer.Option("", "--crop-mm", help=CROP_MM_HELP),
+    views: str = typer.Option(DEFAULT_VIEWS, "--views", help=VIEWS_HELP),
     folds: int = typer.Option(DEFAULT_FOLDS, "--folds", help="Study-level cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     folds_file: Path | None = typer.Option(
@@ -42,6 +50,7 @@ def prepare_command(
     """
     from spinegrade.crops.extract import parse_crop_mm
     from spinegrade.crops.prepare import prepare
+    from spinegrade.crops.views import parse_views
     from spinegrade.sharding import parse_shard
 
     prepare(
@@ -50,6 +59,7 @@ def prepare_command(
         k=k,
         size=size,
         crop_mm=parse_crop_mm(crop_mm),
+        views=parse_views(views),
         n_folds=folds,
         seed=seed,
         folds_file=folds_file,

@@ -12,6 +12,13 @@ DEFAULT_CROP_MM: Final = {"spinal": 48.0, "foraminal": 40.0, "subarticular": 48.
 CROP_MM_HELP: Final = "Crop side in mm per condition group, e.g. subarticular=32 (defaults: {}).".format(
     ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
 )
+# Which crops grade a target (crops.views): "own" (its condition's series), "own,axial" adds the axial
+# view of each sagittal target.
+DEFAULT_VIEWS: Final = "own"
+VIEWS_HELP: Final = (
+    "Crops per target: own (its condition's series), or own,axial (each spinal and foraminal target also "
+    "on the axial slice through its point; the views are averaged)."
+)
 DEFAULT_K: Final = 5  # neighbouring slices per crop
 DEFAULT_SIZE: Final = 64  # crop side in pixels (CPU); 128+ on a GPU
 DEFAULT_FOLDS: Final = 5

@@ -227,7 +227,7 @@ def crops_for_points(
     (x, y in that instance's own grid, as in train_label_coordinates.csv).
     """
     sizes = resolve_crop_mm(crop_mm)
-    index, x, y = _crop_centres(series, points)
+    index, x, y = crop_centres(series, points)
     unknown = sorted(set(points["condition"]) - set(GROUP_OF_CONDITION))
     if unknown:
         raise DataError(f"points for series {series.series_id} have unknown condition(s) {unknown}")
@@ -238,13 +238,13 @@ def crops_for_points(
 def crop_instances(series: Series, points: pd.DataFrame, *, k: int = DEFAULT_K) -> list[str]:
     """The instance numbers, space separated, that fill the k channels of each point's crop, in order
     (edge repeats included): the provenance of what crops_for_points cuts for the same `points`."""
-    index, _, _ = _crop_centres(series, points)
+    index, _, _ = crop_centres(series, points)
     _check_shape_args(k, 1)
     slices = series.neighbours(np.rint(index).astype(np.int64), k)
     return [" ".join(str(int(n)) for n in series.instance_numbers[row]) for row in slices]
 
 
-def _crop_centres(series: Series, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crop_centres(series: Series, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(slice index, x, y) float64 arrays of `points` in the stored pixel grid (see crops_for_points)."""
     where = "slice_index" if "slice_index" in points.columns else "instance_number"
     missing = [c for c in ("condition", "x", "y") if c not in points.columns]

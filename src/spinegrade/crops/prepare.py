@@ -20,7 +20,7 @@ import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,8 @@ from spinegrade.crops.cache import CROPS_FILE, INDEX_FILE, META_FILE, CropCache,
 from spinegrade.crops.defaults import DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE, NORMALIZE_PERCENTILES
 from spinegrade.crops.extract import crop_instances, crops_for_points, resolve_crop_mm
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
-from spinegrade.data.series import read_usable_series
+from spinegrade.crops.views import AXIAL, AXIAL_SERIES, OWN, axial_view_crops, check_views, expand_views
+from spinegrade.data.series import Series, read_usable_series
 from spinegrade.data.tables import RsnaData, join_labels, labels_long, load_rsna
 from spinegrade.errors import DataError
 from spinegrade.fileio import write_atomic
@@ -65,6 +66,7 @@ class StudyJob:
     size: int
     crop_mm: dict[str, float]
     shard: Path
+    axial_ids: tuple[int, ...] = ()  # the study's axial series, where axial views are cut
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class StudyResult:
 def _shard_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """The key columns of `rows` as plain (pickle-free) numpy arrays (slice_index too when given)."""
     where = {"slice_index": rows["slice_index"].to_numpy(np.float64)} if "slice_index" in rows else {}
+    if "view" in rows and (rows["view"] != OWN).any():  # own-only shards keep the keys they had before views
+        where["view"] = rows["view"].to_numpy(dtype=str)
     return where | {
         "condition": rows["condition"].to_numpy(dtype=str),
         "level": rows["level"].to_numpy(dtype=str),
@@ -105,26 +109,36 @@ def _shard_done(shard: Path, rows: pd.DataFrame) -> bool:
 
 
 def _crop_study(job: StudyJob) -> StudyResult:
-    """Crop every labelled point of one study, reading each series once, and save the study's shard."""
+    """Crop every point of one study, reading each series once, and save the study's shard. A point's axial
+    view is cut when an axial slice holds it (else its instances stay '' and the merge leaves it out)."""
     crops = np.zeros((len(job.rows), job.k, job.size, job.size), dtype=np.float16)
     instances = np.full(len(job.rows), "", dtype=object)
     failures: list[tuple[int, str]] = []
     quirks: list[tuple[int, str]] = []
+    views = job.rows["view"].to_numpy(dtype=str) if "view" in job.rows else np.full(len(job.rows), OWN)
+    read: dict[int, tuple[Series | None, str]] = {}
+
+    def series_of(series_id: int) -> tuple[Series | None, str]:
+        if series_id not in read:
+            read[series_id] = _read_for_crops(job.folders[series_id], series_id, quirks)
+        return read[series_id]
+
     for series_id, at in job.rows.groupby("series_id", sort=False).indices.items():
-        folder = job.folders[series_id]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                if not folder.is_dir():
-                    raise DataError(f"series folder {folder} is missing")
-                series, problems = read_usable_series(folder)
-                if series is None:  # the last problem says why
-                    quirks.extend((int(series_id), p.message) for p in problems[:-1])
-                    raise DataError(problems[-1].message)
-                quirks.extend((int(series_id), p.message) for p in problems)
-                rows = job.rows.iloc[at]
-                crops[at] = crops_for_points(series, rows, k=job.k, size=job.size, crop_mm=job.crop_mm)
-                instances[at] = crop_instances(series, rows, k=job.k)
+                series, why = series_of(int(series_id))
+                if series is None:
+                    raise DataError(why)
+                own, axial = at[views[at] == OWN], at[views[at] == AXIAL]
+                rows = job.rows.iloc[own]
+                crops[own] = crops_for_points(series, rows, k=job.k, size=job.size, crop_mm=job.crop_mm)
+                instances[own] = crop_instances(series, rows, k=job.k)
+                if len(axial):
+                    axials = [s for s, _ in map(series_of, job.axial_ids) if s is not None]
+                    crops[axial], instances[axial] = axial_view_crops(
+                        series, axials, job.rows.iloc[axial], k=job.k, size=job.size, crop_mm=job.crop_mm
+                    )
             except Exception as e:  # a failing study is reported and skipped, never fatal to the run
                 failures.append((int(series_id), f"{type(e).__name__}: {e}"))
         quirks.extend((int(series_id), str(w.message)) for w in caught)
@@ -143,6 +157,19 @@ def _crop_study(job: StudyJob) -> StudyResult:
     return StudyResult(job.study_id, len(job.rows), [], quirks)
 
 
+def _read_for_crops(folder: Path, series_id: int, quirks: list[tuple[int, str]]) -> tuple[Series | None, str]:
+    """(the series in `folder` as every stage reads it, ''), its problems added to `quirks`; (None, why)
+    when it cannot be used."""
+    if not folder.is_dir():
+        return None, f"series folder {folder} is missing"
+    series, problems = read_usable_series(folder)
+    if series is None:  # the last problem says why
+        quirks.extend((series_id, p.message) for p in problems[:-1])
+        return None, problems[-1].message
+    quirks.extend((series_id, p.message) for p in problems)
+    return series, ""
+
+
 def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Make `out` ours for these crop settings: refuse a cache cut with other settings unless overwrite."""
     if out.exists() and not out.is_dir():
@@ -152,9 +179,9 @@ def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
         if not file.is_file():
             continue
         try:
-            saved = json.loads(file.read_text())
+            saved = {"views": [OWN], **json.loads(file.read_text())}  # cut before views: own views only
             recorded: Any = {key: saved.get(key) for key in settings}
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, TypeError):
             recorded = "unreadable settings"
         if recorded != settings and not overwrite:
             raise DataError(
@@ -207,7 +234,8 @@ def _write_table(path: Path, records: list[tuple[int, int, str]], message: str) 
 
 
 def _merge(out: Path, rows: pd.DataFrame, failed: set[int], meta: dict[str, Any]) -> CropCache:
-    """Merge the shards of every study not in `failed` into the cache (rows in `rows` order, with folds)."""
+    """Merge the shards of every study not in `failed` into the cache (rows in `rows` order, with folds),
+    leaving out the axial views that no axial slice held (instances '')."""
     index = rows[~rows["study_id"].isin(failed)]
     if index.empty:
         raise DataError(f"no study could be cropped; see {out / FAILED_FILE}")
@@ -217,16 +245,18 @@ def _merge(out: Path, rows: pd.DataFrame, failed: set[int], meta: dict[str, Any]
     for study_id in studies.index:
         with np.load(out / SHARDS_DIR / f"{study_id}.npz", allow_pickle=False) as saved:
             instances.extend(saved["instances"].tolist())
-    index = index.assign(instances=instances)
+    cut = np.array(instances, dtype=str) != ""
+    index = index.assign(instances=instances)[cut]
+    ends = np.cumsum(studies.to_numpy())
 
     def parts() -> Iterator[np.ndarray]:
-        for study_id, n_rows in studies.items():
+        for (study_id, n_rows), end in zip(studies.items(), ends, strict=True):
             shard = out / SHARDS_DIR / f"{study_id}.npz"
             with np.load(shard, allow_pickle=False) as saved:
                 crops = saved["crops"]
             if crops.shape != (n_rows, *shape):
                 raise DataError(f"{shard} holds crops of shape {crops.shape}; delete it and run again")
-            yield crops
+            yield crops[cut[end - n_rows : end]]
 
     meta = {**meta, "n_crops": len(index), "n_studies": len(studies), "n_failed_studies": len(failed)}
     return write_cache(out, parts(), index.reset_index(drop=True), meta)
@@ -239,18 +269,20 @@ def crop_plan(
     seed: int = 0,
     folds_file: str | os.PathLike[str] | None = None,
     points: pd.DataFrame | None = None,
+    views: Sequence[str] = (OWN,),
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """(the rows to crop, by study, with their `fold`; the dataset's fold plan) of a train split.
+    """(the rows to crop, by study, with their `fold` and `view`; the dataset's fold plan) of a train split.
 
     The plan is assigned from all of train.csv's labels (not only those with a point), as train-locator
-    does, so both stages hold out the same studies.
+    does, so both stages hold out the same studies. `views` adds each sagittal target's axial view
+    (crops.views).
     """
     long = labels_long(data.labels)
     rows = join_labels(long, data.coordinates, data.descriptions) if points is None else points
     if rows.empty:
         raise DataError(f"{data.data_dir}: no labelled target has a point in train_label_coordinates.csv")
     folds = fold_plan(long, n_folds=n_folds, seed=seed, folds_file=folds_file)
-    rows = rows.sort_values("study_id", kind="stable").reset_index(drop=True)
+    rows = expand_views(rows.sort_values("study_id", kind="stable"), views)
     fold = rows["study_id"].map(folds)
     if fold.isna().any():
         study = rows.loc[fold.isna(), "study_id"].iloc[0]
@@ -272,6 +304,7 @@ def prepare(
     overwrite: bool = False,
     folds_file: str | os.PathLike[str] | None = None,
     points: pd.DataFrame | None = None,
+    views: Sequence[str] = (OWN,),
     console: Console | None = None,
     shard: Shard | None = None,
 ) -> CropCache | None:
@@ -284,7 +317,8 @@ def prepare(
     run at once on several machines sharing `out`, and a final run without shard merges them (resuming).
     `folds_file` reuses a fold plan (else one is assigned from train.csv with n_folds and seed). `points`
     (the labelled rows' columns plus slice_index, with x, y in the series' stored pixel grid) replaces the
-    labelled points.
+    labelled points. `views` ('own', or 'own' and 'axial') adds each sagittal target's crop on the axial
+    slice through its point (crops.views; recorded in meta.json, and by training in its runs).
     """
     console = console or Console()
     if on_error not in ("skip", "raise"):
@@ -295,18 +329,26 @@ def prepare(
     data = load_rsna(data_dir, "train")
     if not data.has_images:
         raise DataError(f"{data.image_dir} is missing: prepare needs the DICOM images next to train.csv")
-    rows, folds = crop_plan(data, n_folds=n_folds, seed=seed, folds_file=folds_file, points=points)
+    views = check_views(views)
+    rows, folds = crop_plan(
+        data, n_folds=n_folds, seed=seed, folds_file=folds_file, points=points, views=views
+    )
     n_folds = int(folds.max()) + 1
     settings = {"k": k, "size": size, "crop_mm": resolve_crop_mm(crop_mm), "normalize": NORMALIZE_PERCENTILES}
+    settings["views"] = list(views)
     settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
     _claim(out, settings, overwrite)
 
+    described = data.descriptions[data.descriptions["series_description"] == AXIAL_SERIES]
+    axial_series = described.groupby("study_id")["series_id"].agg(list).to_dict()
     jobs = []
     for study_id, part in shard_items(list(rows.groupby("study_id", sort=True)), shard):
         npz = out / SHARDS_DIR / f"{study_id}.npz"
         if not _shard_done(npz, part):
-            folders = {int(i): data.series_folder(study_id, i) for i in part["series_id"].unique()}
-            jobs.append(StudyJob(int(study_id), part, folders, k, size, settings["crop_mm"], npz))
+            axial_ids = tuple(axial_series.get(study_id, ())) if AXIAL in views else ()
+            needed = dict.fromkeys([*part["series_id"].astype(int), *axial_ids])
+            folders = {i: data.series_folder(study_id, i) for i in needed}
+            jobs.append(StudyJob(int(study_id), part, folders, k, size, settings["crop_mm"], npz, axial_ids))
     n_studies = len(shard_items(rows["study_id"].unique(), shard))
     if len(jobs) < n_studies:
         console.print(f"resuming: {n_studies - len(jobs)} of {n_studies} studies already cropped in {out}")

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from spinegrade.configfile import config_option
-from spinegrade.crops.defaults import CROP_MM_HELP, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
+from spinegrade.crops.defaults import (
+    CROP_MM_HELP,
+    DEFAULT_FOLDS,
+    DEFAULT_K,
+    DEFAULT_SIZE,
+    DEFAULT_VIEWS,
+    VIEWS_HELP,
+)
 from spinegrade.errors import DataError
 from spinegrade.localization.settings import LocatorSettings
 
@@ -58,6 +65,7 @@ def cv_command(
     size: int = typer.Option(DEFAULT_SIZE, "--size", help="Crop side in pixels."),
     k: int = typer.Option(DEFAULT_K, "--k", help="Neighbouring slices per crop (odd)."),
     crop_mm: str = typer.Option("", "--crop-mm", help=CROP_MM_HELP),
+    views: str = typer.Option(DEFAULT_VIEWS, "--views", help=VIEWS_HELP),
     epochs: int | None = typer.Option(
         None, "--epochs", help="Classifier epochs (default: each architecture's recipe)."
     ),
@@ -119,6 +127,7 @@ def cv_command(
     from dataclasses import replace
 
     from spinegrade.crops.extract import parse_crop_mm
+    from spinegrade.crops.views import parse_views
     from spinegrade.crossval.run import CvSettings, cross_validate
     from spinegrade.crossval.variants import parse_variants
 
@@ -133,6 +142,7 @@ def cv_command(
         size=size,
         k=k,
         crop_mm=parse_crop_mm(crop_mm),
+        views=parse_views(views),
         epochs=epochs,
         batch_size=batch_size,
         locator=replace(

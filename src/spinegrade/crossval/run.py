@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.crops.extract import resolve_crop_mm
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
+from spinegrade.crops.views import OWN, check_views
 from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
 from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.variants import check_variant
@@ -85,6 +86,7 @@ class CvSettings:
     k: int = DEFAULT_K
     # Crop side (mm) per condition group: overrides of crops.defaults.DEFAULT_CROP_MM, resolved to all groups.
     crop_mm: dict[str, float] = field(default_factory=dict)
+    views: tuple[str, ...] = (OWN,)  # crops.views: "axial" adds each sagittal target's axial view
     epochs: int | None = None  # None: each architecture's recipe
     batch_size: int = 32
     locator: LocatorSettings = field(default_factory=LocatorSettings)
@@ -100,6 +102,7 @@ class CvSettings:
     def __post_init__(self) -> None:
         check_logger(self.logger)
         object.__setattr__(self, "crop_mm", resolve_crop_mm(self.crop_mm))
+        object.__setattr__(self, "views", check_views(self.views))
         unknown = [m for m in self.train_points if m not in TRAIN_POINTS]
         if unknown or not self.train_points:
             raise DataError(f"train points {unknown or '(none)'}: use some of {', '.join(TRAIN_POINTS)}")
@@ -139,6 +142,7 @@ def check_resumable(saved: dict[str, Any], settings: CvSettings) -> None:
     now = json.loads(json.dumps(asdict(settings), default=str))
     old = json.loads(json.dumps(saved, default=str))
     old.setdefault("crop_mm", dict(DEFAULT_CROP_MM))  # written before cv had --crop-mm: the defaults
+    old.setdefault("views", [OWN])  # written before cv had --views: own views only
     if "locator" in old:
         old["locator"] = asdict(LocatorSettings.from_saved(old["locator"]))
         for side in (old, now):  # cv gives each fold's locators its own fold, fold count and seed
@@ -315,6 +319,7 @@ def cross_validate(
                 k=settings.k,
                 size=settings.size,
                 crop_mm=settings.crop_mm,
+                views=settings.views,
                 folds_file=plan_file,
                 seed=settings.seed,
                 workers=max(settings.workers, 1),
@@ -366,6 +371,7 @@ def cross_validate(
                     k=settings.k,
                     size=settings.size,
                     crop_mm=settings.crop_mm,
+                    views=settings.views,
                     folds_file=plan_file,
                     points=moved,
                     workers=max(settings.workers, 1),

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from spinegrade.data.series import Series
+from spinegrade.data.series import Series, slice_through_point
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
 from spinegrade.localization.model import LocatorNet, build_net
@@ -170,31 +170,12 @@ def level_anchors(rows: Sequence[dict], series_by_id: Mapping[str, Series]) -> d
     return anchors
 
 
-def axial_slice_for_point(axials: Sequence[Series], point: np.ndarray) -> tuple[int, int] | None:
-    """(series position in `axials`, slice index) of the slice plane nearest `point`, or None.
-
-    Only series that hold the point are considered: within half a slice of their stack and inside the
-    image of the nearest slice. Among them the nearest plane wins.
-    """
-    best, best_distance = None, np.inf
-    for i, series in enumerate(axials):
-        index = int(series.nearest_slice(point))
-        fraction, x, y = series.patient_to_pixel(point)
-        rows, cols = series.pixels.shape[1:]
-        inside = -0.5 <= fraction <= len(series) - 0.5 and 0 <= x <= cols - 1 and 0 <= y <= rows - 1
-        normal = np.cross(*series.slice_orientations[index])
-        distance = abs(float((point - series.positions[index]) @ normal))
-        if inside and distance < best_distance:
-            best, best_distance = (i, index), distance
-    return best
-
-
 def locate_axial(
     model: LocatorModel, axials: Sequence[Series], anchors: Mapping[str, np.ndarray], device: torch.device
 ) -> list[dict]:
     """Left and right subarticular points on the axial slice through each anchored level."""
     s = model.settings
-    found = {lv: axial_slice_for_point(axials, p) for lv, p in anchors.items()}
+    found = {lv: slice_through_point(axials, p) for lv, p in anchors.items()}
     picks = {lv: pick for lv, pick in found.items() if pick is not None}
     if not picks:
         return []

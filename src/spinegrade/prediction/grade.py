@@ -3,8 +3,9 @@
 A run is a folder with best.safetensors + best.json (`spinegrade train`); a folder holding several runs
 (folds, architecture x imbalance grids) stands for all of them, or, when it holds an ensemble.json
 ({"members": [{"path": "fold0", "weight": 1.0}, ...], "space": "logit"}), for the members it names with
-their weights. Runs trained on different crop settings (k, size, crop_mm) each get their own crops, cut
-once per distinct setting with the training code.
+their weights. Runs trained on different crop settings (k, size, crop_mm, views) each get their own crops,
+cut once per distinct setting with the training code; a run trained on axial views too (crops.views)
+averages each sagittal target's two views.
 
 Each run's probabilities are first moved back to the score's class distribution with the prior-shift
 factors of its best.json (imbalance.prior_shift), then the runs are averaged in probability space (the
@@ -26,6 +27,14 @@ import numpy as np
 import pandas as pd
 
 from spinegrade.crops.extract import crops_for_points, resolve_crop_mm
+from spinegrade.crops.views import (
+    AXIAL,
+    OWN,
+    SAGITTAL_CONDITIONS,
+    axial_plane,
+    axial_view_crops,
+    check_views,
+)
 from spinegrade.errors import DataError
 from spinegrade.evaluation.ensemble import SPACES, average_probabilities, model_weights
 from spinegrade.training.imbalance import apply_prior_shift
@@ -49,11 +58,45 @@ class CropSpec:
     k: int
     size: int
     crop_mm: tuple[tuple[str, float], ...]
+    views: tuple[str, ...] = (OWN,)  # crops.views: a sagittal target's axial view too
 
     @classmethod
     def of_info(cls, info: Mapping[str, Any]) -> CropSpec:
         return cls(
-            int(info["k"]), int(info["size"]), tuple(sorted(resolve_crop_mm(info.get("crop_mm")).items()))
+            int(info["k"]),
+            int(info["size"]),
+            tuple(sorted(resolve_crop_mm(info.get("crop_mm")).items())),
+            check_views(info.get("views") or (OWN,)),
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The spec as the records write it (k, size, crop_mm, views)."""
+        return {"k": self.k, "size": self.size, "crop_mm": dict(self.crop_mm), "views": list(self.views)}
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Crops of located points for one spec: crops (M, k, S, S), and per crop the point it grades (`owner`,
+    a row of the points) and whether it lies in an axial plane (what a mirror flips); a point has one crop
+    per view that could be cut."""
+
+    crops: np.ndarray
+    owner: np.ndarray
+    axial: np.ndarray
+
+    @classmethod
+    def single(cls, crops: np.ndarray, conditions: Sequence[str]) -> Cut:
+        """One crop per point, each in its condition's own series (crops in point order)."""
+        return cls(crops, np.arange(len(crops), dtype=np.int64), axial_plane(conditions, None))
+
+    @staticmethod
+    def join(parts: Sequence[Cut], sizes: Sequence[int]) -> Cut:
+        """Cuts of consecutive blocks of points (`sizes` points each) as one cut of all of them."""
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        return Cut(
+            np.concatenate([p.crops for p in parts]),
+            np.concatenate([p.owner + o for p, o in zip(parts, offsets, strict=True)]),
+            np.concatenate([p.axial for p in parts]),
         )
 
 
@@ -125,16 +168,35 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return [path for path, _ in find_members(paths)[0]]
 
 
-def cut_crops(series_by_id: Mapping[str, Series], points: pd.DataFrame, spec: CropSpec) -> np.ndarray:
-    """Crops (N, k, size, size) of located points (series_id, condition, slice_index, x, y), in row order."""
+def cut_crops(
+    series_by_id: Mapping[str, Series],
+    points: pd.DataFrame,
+    spec: CropSpec,
+    axials: Sequence[Series] = (),
+) -> Cut:
+    """The crops of located points (series_id, condition, slice_index, x, y) in each of the spec's views:
+    first every point's own crop in row order, then the axial views that `axials` (the study's axial
+    series) hold (crops.views)."""
     crops = np.empty((len(points), spec.k, spec.size, spec.size), dtype=np.float32)
     keys = points["series_id"].astype(str).to_numpy()
+    crop_mm = dict(spec.crop_mm)
+    extra: list[tuple[np.ndarray, np.ndarray]] = []
     for series_id in dict.fromkeys(keys):
         rows = np.flatnonzero(keys == series_id)
-        crops[rows] = crops_for_points(
-            series_by_id[series_id], points.iloc[rows], k=spec.k, size=spec.size, crop_mm=dict(spec.crop_mm)
-        )
-    return crops
+        own = series_by_id[series_id]
+        crops[rows] = crops_for_points(own, points.iloc[rows], k=spec.k, size=spec.size, crop_mm=crop_mm)
+        if AXIAL in spec.views:
+            sagittal = rows[points["condition"].iloc[rows].isin(SAGITTAL_CONDITIONS).to_numpy()]
+            view, instances = axial_view_crops(
+                own, axials, points.iloc[sagittal], k=spec.k, size=spec.size, crop_mm=crop_mm
+            )
+            held = instances != ""
+            extra.append((view[held], sagittal[held]))
+    owner = np.concatenate([np.arange(len(points)), *(o for _, o in extra)]).astype(np.int64)
+    axial = np.concatenate(
+        [axial_plane(points["condition"], None), np.ones(len(owner) - len(points), dtype=bool)]
+    )
+    return Cut(np.concatenate([crops, *(c for c, _ in extra)]), owner, axial)
 
 
 class Ensemble:
@@ -249,20 +311,23 @@ class Ensemble:
         """The distinct crop settings of the runs, in run order."""
         return list(dict.fromkeys(run.spec for run in self.runs))
 
-    def predict(self, crops: Mapping[CropSpec, np.ndarray], points: pd.DataFrame) -> np.ndarray:
-        """Mean probabilities (N, 3) in SEVERITIES order of the points' crops (one array per spec)."""
+    def predict(self, crops: Mapping[CropSpec, Cut], points: pd.DataFrame) -> np.ndarray:
+        """Mean probabilities (N, 3) in SEVERITIES order of the points from their crops (one Cut per spec):
+        a point's views averaged within each run, then the runs averaged."""
         import torch
 
         condition = torch.tensor([CONDITIONS.index(c) for c in points["condition"]], dtype=torch.int64)
         level = torch.tensor([LEVELS.index(lv) for lv in points["level"]], dtype=torch.int64)
-        per_run = [
-            apply_prior_shift(
-                self._run_probs(run.model, crops[run.spec], condition, level),
-                condition.numpy(),
+        per_run = []
+        for run in self.runs:
+            cut = crops[run.spec]
+            owner = torch.from_numpy(cut.owner)
+            probs = apply_prior_shift(
+                self._run_probs(run.model, cut.crops, condition[owner], level[owner], cut.axial),
+                condition[owner].numpy(),
                 run.prior_shift if self.prior_shift else None,
             )
-            for run in self.runs
-        ]
+            per_run.append(views_averaged(probs, cut.owner, len(points)))
         return average_probabilities(per_run, self.weights, self.space)
 
     def _run_probs(
@@ -271,6 +336,7 @@ class Ensemble:
         crops: np.ndarray,
         condition: torch.Tensor,
         level: torch.Tensor,
+        axial: np.ndarray,
     ) -> np.ndarray:
         import torch
 
@@ -284,10 +350,19 @@ class Ensemble:
                 c, lv = condition[part].to(self.device), level[part].to(self.device)
                 probs = model.predict_proba(x, c, lv)
                 if self.tta:
-                    flipped, mirrored = side_flip(x, c, torch.ones_like(c, dtype=torch.bool))
+                    plane = torch.from_numpy(axial[part]).to(self.device)
+                    flipped, mirrored = side_flip(x, c, torch.ones_like(c, dtype=torch.bool), plane)
                     views = (probs, model.predict_proba(flipped, mirrored, lv))
                     probs = torch.from_numpy(
                         average_probabilities([v.double().cpu().numpy() for v in views], space=self.space)
                     )
                 out.append(probs.double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(SEVERITIES)))
+
+
+def views_averaged(probs: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Per point (n, 3): the mean of its crops' probabilities (M, 3), crop i belonging to point owner[i]."""
+    total = np.zeros((n, probs.shape[1]))
+    np.add.at(total, owner, probs)
+    counts = np.bincount(owner, minlength=n)[:, None]
+    return total / np.maximum(counts, 1)

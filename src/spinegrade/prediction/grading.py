@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spinegrade.crops.views import study_axials
 from spinegrade.errors import DataError, Problem
-from spinegrade.prediction.grade import CropSpec, Ensemble, cut_crops
+from spinegrade.prediction.grade import CropSpec, Cut, Ensemble, cut_crops
 from spinegrade.prediction.results import StudyResult, reason, study_problem
 from spinegrade.prediction.studies import StudyImages
 from spinegrade.vocab import CONDITION_SERIES, CONDITIONS, LEVELS, SEVERITIES
@@ -42,11 +43,12 @@ def grade_study(images: StudyImages, locate: Locate, ensemble: Ensemble, priors:
 
     clock = time.perf_counter()
     series_by_id = images.series_by_id()
-    crops: dict[CropSpec, list[np.ndarray]] = {spec: [] for spec in ensemble.specs}
+    axials = study_axials(images.series_by_type)
+    crops: dict[CropSpec, list[Cut]] = {spec: [] for spec in ensemble.specs}
     kept = []
     for series_id, rows in points.groupby(points["series_id"].astype(str), sort=False):
         try:
-            cut = {spec: cut_crops(series_by_id, rows, spec) for spec in ensemble.specs}
+            cut = {spec: cut_crops(series_by_id, rows, spec, axials) for spec in ensemble.specs}
         except (DataError, ValueError) as exc:
             result.problems.append(
                 study_problem(
@@ -62,7 +64,8 @@ def grade_study(images: StudyImages, locate: Locate, ensemble: Ensemble, priors:
 
     clock = time.perf_counter()
     if len(points):
-        probs = ensemble.predict({spec: np.concatenate(arrays) for spec, arrays in crops.items()}, points)
+        sizes = [len(rows) for rows in kept]
+        probs = ensemble.predict({spec: Cut.join(cuts, sizes) for spec, cuts in crops.items()}, points)
         graded = points[["condition", "level"]].assign(**dict(zip(SEVERITIES, probs.T, strict=True)))
         index = pd.MultiIndex.from_frame(result.grades[["condition", "level"]])
         at = index.get_indexer(pd.MultiIndex.from_frame(graded[["condition", "level"]]))

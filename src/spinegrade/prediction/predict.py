@@ -232,7 +232,7 @@ def grade_studies(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("grading studies", total=len(plans))
-        crop_settings = [{"k": s.k, "size": s.size, "crop_mm": dict(s.crop_mm)} for s in ensemble.specs]
+        crop_settings = [spec.settings() for spec in ensemble.specs]
         for plan, study in zip(plans, read_studies(plans, workers), strict=True):
             result = grade_study(study, locate, ensemble, priors)
             result.folders = {folder.name: str(folder.resolve()) for _, folder in plan.series}

@@ -68,10 +68,13 @@ def _uniform(n: int, spread: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def side_flip(
-    x: torch.Tensor, condition: torch.Tensor, flip: torch.Tensor
+    x: torch.Tensor, condition: torch.Tensor, flip: torch.Tensor, axial: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror the samples where `flip` (bool (B,)) is set and swap their left/right condition (module doc)."""
-    axial = AXIAL_CONDITION.to(condition.device)[condition]
+    """Mirror the samples where `flip` (bool (B,)) is set and swap their left/right condition (module doc).
+    `axial` (bool (B,)) says which crops lie in an axial plane (crops.views); None: the condition's own
+    series decides."""
+    if axial is None:
+        axial = AXIAL_CONDITION.to(condition.device)[condition]
     mirrored = torch.where(axial[:, None, None, None], x.flip(-1), x.flip(1))
     x = torch.where(flip[:, None, None, None], mirrored, x)
     condition = torch.where(flip, MIRRORED_CONDITION.to(condition.device)[condition], condition)
@@ -86,9 +89,10 @@ def shift_slices(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(
-    x: torch.Tensor, condition: torch.Tensor, config: AugmentConfig
+    x: torch.Tensor, condition: torch.Tensor, config: AugmentConfig, axial: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a float batch (B, k, S, S) of crops -> (crops, condition); flips change the condition."""
+    """Augment a float batch (B, k, S, S) of crops -> (crops, condition); flips change the condition and
+    mirror each crop as its plane (`axial`, see side_flip) says."""
     n = x.shape[0]
     if config.rotate_deg or config.scale or config.shift:
         angle = _uniform(n, math.radians(config.rotate_deg), x)
@@ -115,7 +119,7 @@ def augment_batch(
         direction = torch.randint(0, 2, (n,), device=x.device) * 2 - 1
         x = shift_slices(x, torch.where(moved, direction, 0))
     if config.side_flip:
-        x, condition = side_flip(x, condition, torch.rand(n, device=x.device) < 0.5)
+        x, condition = side_flip(x, condition, torch.rand(n, device=x.device) < 0.5, axial)
     return x, condition
 
 

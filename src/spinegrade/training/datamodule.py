@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from spinegrade.crops.cache import CropCache
+from spinegrade.crops.views import axial_plane
 from spinegrade.errors import DataError
 from spinegrade.vocab import CONDITIONS, LEVELS
 
@@ -41,21 +42,29 @@ def codes(index: pd.DataFrame, column: str, names: tuple[str, ...], where: str) 
 @dataclass(frozen=True)
 class Labels:
     """Per-item labels of a dataset; row = the item's row in its cache's index and study its study id
-    (both -1 for synthetic items)."""
+    (both -1 for synthetic items); axial whether the item's crop lies in an axial plane (crops.views: what
+    a side flip mirrors)."""
 
     condition: np.ndarray
     level: np.ndarray
     severity: np.ndarray
     row: np.ndarray
     study: np.ndarray
+    axial: np.ndarray
 
     def with_synthetic(self, condition: np.ndarray, level: np.ndarray, severity: np.ndarray) -> Labels:
         """The labels of resampled items: these items first (as resamplers return them), then synthetic
         ones, whose row and study are -1."""
         n_synthetic = len(severity) - len(self.severity)
         pad = np.full(n_synthetic, -1, dtype=np.int64)
+        own_plane = axial_plane([CONDITIONS[c] for c in condition[len(self.severity) :]], None)
         return Labels(
-            condition, level, severity, np.concatenate([self.row, pad]), np.concatenate([self.study, pad])
+            condition,
+            level,
+            severity,
+            np.concatenate([self.row, pad]),
+            np.concatenate([self.study, pad]),
+            np.concatenate([self.axial, own_plane]),
         )
 
     @classmethod
@@ -68,6 +77,7 @@ class Labels:
             severity=part["severity"].to_numpy(np.int64),
             row=np.asarray(rows, dtype=np.int64),
             study=part["study_id"].to_numpy(np.int64),
+            axial=axial_plane(part["condition"], part.get("view")),
         )
 
 
@@ -123,6 +133,7 @@ class CropDataset(Dataset):
             "severity": torch.from_numpy(self.labels.severity[items]),
             "row": torch.from_numpy(self.labels.row[items]),
             "study": torch.from_numpy(self.labels.study[items]),
+            "axial": torch.from_numpy(self.labels.axial[items]),
         }
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:

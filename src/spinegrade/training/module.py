@@ -277,7 +277,7 @@ class GradingModule(ScoredModule):
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict:
         x = batch["x"].float()
         if self.trainer.training:
-            x, batch["condition"] = augment_batch(x, batch["condition"], self.augment)
+            x, batch["condition"] = augment_batch(x, batch["condition"], self.augment, batch.get("axial"))
             if self.augment.mixup > 0:
                 x, batch["partner"], weight = mixup_batch(x, batch["condition"], self.augment.mixup)
                 batch["mix_weight"] = torch.tensor(weight)

@@ -44,6 +44,7 @@ from rich.console import Console
 
 from spinegrade.crops.cache import CropCache
 from spinegrade.crops.folds import FOLDS_FILE
+from spinegrade.crops.views import OWN
 from spinegrade.errors import DataError
 from spinegrade.evaluation.priors import level_priors
 from spinegrade.evaluation.score import challenge_score
@@ -185,6 +186,7 @@ def _model_info(config: TrainConfig, cache: CropCache, data: FoldData) -> dict[s
         "k": int(cache.meta["k"]),
         "size": int(cache.meta["size"]),
         "crop_mm": cache.meta.get("crop_mm"),
+        "views": cache.meta.get("views", [OWN]),
         "normalisation": {
             "cache": cache.meta.get("normalize"),
             "mean": model_kwargs["mean"],
@@ -417,7 +419,8 @@ def _labelled_crops(
             f"{source.path} and {cache.path} hold crops of other shapes ({source.crops.shape[1:]} vs "
             f"{cache.crops.shape[1:]}); cut both with the same --size and -k"
         )
-    key = ["study_id", "condition", "level"]
+    both_views = "view" in cache.index and "view" in source.index  # match each crop with its own plane's
+    key = ["study_id", "condition", "level", *(["view"] if both_views else [])]
     labelled = cache.index[key].reset_index(names="labelled_row").drop_duplicates(key)
     found = source.index.iloc[rows][key].merge(labelled, on=key, how="left")["labelled_row"]
     return AlternativeCrops(cache.crops, found.fillna(-1).to_numpy(np.int64), config.labelled_share)

@@ -185,7 +185,8 @@ def _crops(
     except (DataError, ValueError) as exc:
         return {}, f"{note}; crops could not be cut again: {exc}"
     keys = [key(c, lv) for c, lv in zip(located["condition"], located["level"], strict=True)]
-    return {k: strip_uri(crop) for k, crop in zip(keys, cut, strict=True)}, note
+    own = cut.crops[: len(located)]  # each point's crop in its own series (its axial view follows, if any)
+    return {k: strip_uri(crop) for k, crop in zip(keys, own, strict=True)}, note
 
 
 # ------------------------------------------------------------------------------------------------ series

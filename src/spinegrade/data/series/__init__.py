@@ -12,7 +12,7 @@ is reported), `read` (the entry points above).
 
 from spinegrade.data.series.problems import SET_ASIDE_KINDS, SeriesWarning
 from spinegrade.data.series.read import SeriesInfo, read_series, read_usable_series, scan_series
-from spinegrade.data.series.volume import Series, canonical_normal, map_point
+from spinegrade.data.series.volume import Series, canonical_normal, map_point, slice_through_point
 
 __all__ = [
     "SET_ASIDE_KINDS",
@@ -24,4 +24,5 @@ __all__ = [
     "read_series",
     "read_usable_series",
     "scan_series",
+    "slice_through_point",
 ]

@@ -5,6 +5,7 @@ Maps pixels to patient space and back across stacks (angled blocks); knows nothi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,6 +254,25 @@ def map_point(
     (one frame of reference).
     """
     return dst.patient_to_pixel(src.pixel_to_patient(slice_index, x, y))
+
+
+def slice_through_point(series_list: Sequence[Series], point: np.ndarray) -> tuple[int, int] | None:
+    """(position in `series_list`, slice index) of the slice plane nearest `point`, or None.
+
+    Only series that hold the point are considered: within half a slice of their stack and inside the
+    image of the nearest slice. Among them the nearest plane wins (e.g. the axial slice through a level).
+    """
+    best, best_distance = None, np.inf
+    for i, series in enumerate(series_list):
+        index = int(series.nearest_slice(point))
+        fraction, x, y = series.patient_to_pixel(point)
+        rows, cols = series.pixels.shape[1:]
+        inside = -0.5 <= fraction <= len(series) - 0.5 and 0 <= x <= cols - 1 and 0 <= y <= rows - 1
+        normal = np.cross(*series.slice_orientations[index])
+        distance = abs(float((point - series.positions[index]) @ normal))
+        if inside and distance < best_distance:
+            best, best_distance = (i, index), distance
+    return best
 
 
 def canonical_normal(normal: np.ndarray) -> np.ndarray:
