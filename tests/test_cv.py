@@ -309,13 +309,13 @@ def test_cv_command_passes_the_locator_schedule_so_a_demo_run_can_be_resumed(
     monkeypatch.setattr(run, "cross_validate", lambda data, out, settings, **_: seen.update(s=settings))
     args = ["cv", str(tmp_path), "--out", str(tmp_path / "cv"), "--locator-size", "96"]
     more = ["--locator-epochs", "8", "--locator-lr", "6e-3", "--seeds", "2", "--crop-mm", "subarticular=32"]
-    more += ["--views", "own,axial"]
+    more += ["--views", "own"]  # the default is own,axial
     result = CliRunner().invoke(app, [*args, *more])
     assert result.exit_code == 0, result.output
     locator = seen["s"].locator
     assert (locator.size, locator.epochs, locator.lr, seen["s"].seeds) == (96, 8, 6e-3, 2)
     assert seen["s"].crop_mm == {**DEFAULT_CROP_MM, "subarticular": 32.0}  # the other groups keep theirs
-    assert seen["s"].views == ("own", "axial")
+    assert seen["s"].views == ("own",)
     with pytest.raises(DataError, match="seeds"):
         CvSettings(seeds=0)
     with pytest.raises(DataError, match="unknown condition group 'axial'"):
@@ -331,7 +331,7 @@ def test_a_resumed_cv_refuses_settings_its_finished_stages_depend_on() -> None:
     from spinegrade.localization.settings import LocatorSettings
 
     plain = LocatorSettings(size=96, refine_mm=0.0)
-    settings = CvSettings(n_folds=3, archs=("resnet18",), size=32, locator=plain)
+    settings = CvSettings(n_folds=3, archs=("resnet18",), size=32, locator=plain, views=("own",))
     saved = json.loads(json.dumps(asdict(settings)))
     saved["locator"].pop("refine_mm")  # a cv.json written before the refiners
     check_resumable(

@@ -41,6 +41,9 @@ class DemoSettings:
     test_studies: int = 20
     image_px: int = 128
     crop_px: int = 32
+    # each spinal and foraminal target also graded on the axial slice through its point (crops.views).
+    # measured: docs/results.md#second-views
+    views: tuple[str, ...] = ("own", "axial")
     folds: int = 3
     graded_folds: tuple[int, ...] | None = None  # the folds cv grades (None: all; every locator is trained)
     epochs: int = 10
@@ -81,6 +84,7 @@ class DemoSettings:
             imbalance=self.imbalance,
             train_points=(self.train_points,),
             size=self.crop_px,
+            views=self.views,
             epochs=self.epochs,
             batch_size=self.batch_size,
             locator=LocatorSettings(

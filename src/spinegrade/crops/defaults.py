@@ -13,8 +13,8 @@ CROP_MM_HELP: Final = "Crop side in mm per condition group, e.g. subarticular=32
     ", ".join(f"{group}={mm:g}" for group, mm in DEFAULT_CROP_MM.items())
 )
 # Which crops grade a target (crops.views): "own" (its condition's series), "own,axial" adds the axial
-# view of each sagittal target.
-DEFAULT_VIEWS: Final = "own"
+# view of each sagittal target (better at 150 studies: docs/results.md#second-views).
+DEFAULT_VIEWS: Final = "own,axial"
 VIEWS_HELP: Final = (
     "Crops per target: own (its condition's series), or own,axial (each spinal and foraminal target also "
     "on the axial slice through its point; the views are averaged)."

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from spinegrade.crops.defaults import DEFAULT_CROP_MM, DEFAULT_FOLDS, DEFAULT_K, DEFAULT_SIZE
 from spinegrade.crops.extract import resolve_crop_mm
 from spinegrade.crops.folds import FOLDS_FILE, fold_plan, plan_summary, write_folds
-from spinegrade.crops.views import OWN, check_views
+from spinegrade.crops.views import AXIAL, OWN, check_views
 from spinegrade.crossval.points import POINT_COLUMNS, TRAIN_POINTS, error_summary, located_errors
 from spinegrade.crossval.report import build_report, render_markdown
 from spinegrade.crossval.variants import check_variant
@@ -86,7 +86,8 @@ class CvSettings:
     k: int = DEFAULT_K
     # Crop side (mm) per condition group: overrides of crops.defaults.DEFAULT_CROP_MM, resolved to all groups.
     crop_mm: dict[str, float] = field(default_factory=dict)
-    views: tuple[str, ...] = (OWN,)  # crops.views: "axial" adds each sagittal target's axial view
+    # crops.views: each sagittal target's axial view too (docs/results.md#second-views); (OWN,): none
+    views: tuple[str, ...] = (OWN, AXIAL)
     epochs: int | None = None  # None: each architecture's recipe
     batch_size: int = 32
     locator: LocatorSettings = field(default_factory=LocatorSettings)
