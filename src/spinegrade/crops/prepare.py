@@ -318,7 +318,8 @@ def prepare(
     `folds_file` reuses a fold plan (else one is assigned from train.csv with n_folds and seed). `points`
     (the labelled rows' columns plus slice_index, with x, y in the series' stored pixel grid) replaces the
     labelled points. `views` ('own', or 'own' and 'axial') adds each sagittal target's crop on the axial
-    slice through its point (crops.views; recorded in meta.json, and by training in its runs).
+    slice through its point (crops.views; recorded in meta.json, and by training in its runs); the
+    function cuts own views unless told, the `prepare` and `cv` commands both (crops.defaults.DEFAULT_VIEWS).
     """
     console = console or Console()
     if on_error not in ("skip", "raise"):
