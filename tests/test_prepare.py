@@ -200,6 +200,12 @@ def test_prepare_command(phantom, tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["crop_mm"] == {"spinal": 30.0, "foraminal": 36.0, "subarticular": 48.0}
-    assert CropCache.open(out).crops.shape == (75, 1, 8, 8)
+    assert meta["views"] == ["own", "axial"]  # the command's default: 25 own crops + 15 axial views a study
+    cache = CropCache.open(out)
+    assert cache.crops.shape == (120, 1, 8, 8) and (cache.index["view"] == "axial").sum() == 45
+    own = tmp_path / "own"
+    result = CliRunner().invoke(app, [*args[:3], str(own), *args[4:], "--views", "own"])
+    assert result.exit_code == 0, result.output
+    assert CropCache.open(own).crops.shape == (75, 1, 8, 8)
     result = CliRunner().invoke(app, [*args, "--crop-mm", "spine=30"])
     assert result.exit_code != 0 and isinstance(result.exception, DataError)
