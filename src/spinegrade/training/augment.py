@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from spinegrade.crops.views import axial_plane
 from spinegrade.vocab import CONDITIONS, GROUP_OF_CONDITION, SIDE_OF_CONDITION
 
 _MIRROR = {"left": "right", "right": "left"}
@@ -40,7 +41,7 @@ MIRRORED_CONDITION = torch.tensor(
         for i, c in enumerate(CONDITIONS)
     ]
 )
-AXIAL_CONDITION = torch.tensor([GROUP_OF_CONDITION[c] == "subarticular" for c in CONDITIONS])
+AXIAL_CONDITION = torch.from_numpy(axial_plane(CONDITIONS, None))  # each condition's own series is axial
 GROUPS = tuple(dict.fromkeys(GROUP_OF_CONDITION.values()))
 GROUP_INDEX = torch.tensor([GROUPS.index(GROUP_OF_CONDITION[c]) for c in CONDITIONS])  # condition -> group
 
