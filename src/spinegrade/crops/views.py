@@ -100,7 +100,7 @@ def axial_view_crops(
         at = pd.DataFrame(
             {
                 "condition": points["condition"].to_numpy()[mine],
-                "slice_index": [float(picks[i][1]) for i in mine],  # type: ignore[index]
+                "slice_index": [float(p[1]) for p in (picks[i] for i in mine) if p is not None],
                 "x": ax,
                 "y": ay,
             }
