@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from spinegrade.data.series import Series, slice_through_point
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
+from spinegrade.localization.levels import LEVEL_STIFFNESS, chain_levels, level_candidates
 from spinegrade.localization.model import LocatorNet, build_net
 from spinegrade.localization.refine import refine_rows
 from spinegrade.localization.settings import LocatorSettings
@@ -104,13 +105,18 @@ def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> L
     return Locator(models, torch.device(device))
 
 
-def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locator) -> pd.DataFrame:
+def locate_study(
+    series_by_type: Mapping[str, Sequence[Series]],
+    locator: Locator,
+    stiffness: float | None = LEVEL_STIFFNESS,
+) -> pd.DataFrame:
     """The located points of one study: one row per (condition, level) found, columns LOCATION_COLUMNS.
 
     `series_by_type` maps a series description ('Sagittal T1', 'Sagittal T2/STIR', 'Axial T2') to the
     study's series of that type. A missing series type (or locator) leaves its rows out, so callers can
     fall back to priors; with several series of one sagittal type the most confident wins per point, and
-    a refiner of the task (when trained) refines it.
+    a refiner of the task (when trained) refines it. `stiffness`: how the levels are decoded
+    (`locate_sagittal`).
     """
     rows: list[dict] = []
     with torch.inference_mode():
@@ -118,7 +124,7 @@ def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locato
             model = locator.models.get(task.slug)
             if model is not None:
                 series_list = series_by_type.get(model.task.series_type, [])
-                found = locate_sagittal(model, series_list, locator.device)
+                found = locate_sagittal(model, series_list, locator.device, stiffness)
                 refiner = locator.models.get(REFINER_OF[task.slug].slug)
                 rows += found if refiner is None else refine_rows(refiner, series_list, found, locator.device)
         axial = locator.models.get("axial_t2")
@@ -130,29 +136,56 @@ def locate_study(series_by_type: Mapping[str, Sequence[Series]], locator: Locato
     return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
 
 
-def locate_sagittal(model: LocatorModel, series_list: Sequence[Series], device: torch.device) -> list[dict]:
-    """Points and slices of a volume task; per point, the most confident of the given series."""
+def locate_sagittal(
+    model: LocatorModel,
+    series_list: Sequence[Series],
+    device: torch.device,
+    stiffness: float | None = LEVEL_STIFFNESS,
+) -> list[dict]:
+    """Points and slices of a volume task; per point, the most confident of the given series.
+
+    `stiffness`: each condition's levels are decoded together (localization.levels); None decodes each
+    point alone (its heatmap's arg-max)."""
     s = model.settings
     best: dict[tuple[str, str], dict] = {}
     for series in series_list:
         volume = volume_input(series_stack(series, s.size), s.depth)
         heatmaps, slice_logits = model.net(volume[None].to(device))
         assert slice_logits is not None  # volume tasks have a slice head
-        xy, confidence = decode_heatmaps(heatmaps[0].cpu())
         position, slice_confidence = decode_slices(slice_logits[0].cpu())
         n = len(series)
         indices = np.clip(np.rint(depth_to_slice(position.numpy(), n, s.depth)), 0, n - 1).astype(int)
-        rows_px, cols_px = series.pixels.shape[1:]
-        h, w = heatmaps.shape[-2:]
-        xs = rescale(xy[:, 0].numpy(), w, cols_px)
-        ys = rescale(xy[:, 1].numpy(), h, rows_px)
-        scores = (confidence * slice_confidence).numpy()
+        xs, ys, confidence = _decode_points(heatmaps[0].cpu(), series, indices, stiffness, model.task)
+        scores = confidence * slice_confidence.numpy()
         for p, (condition, level) in enumerate(model.task.points):
             if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
                 best[(condition, level)] = _row(
                     condition, level, series, indices[p], float(xs[p]), float(ys[p]), float(scores[p])
                 )
     return list(best.values())
+
+
+def _decode_points(
+    heatmaps: torch.Tensor, series: Series, indices: np.ndarray, stiffness: float | None, task: Task
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, confidence) per point (P,) of a series' heatmaps (P, H, W), x and y in the series' pixels;
+    `indices` are the points' slices (where the level chains measure their gaps)."""
+    rows_px, cols_px = series.pixels.shape[1:]
+    h, w = heatmaps.shape[-2:]
+    if stiffness is None:
+        xy, confidence = decode_heatmaps(heatmaps)
+        x, y = rescale(xy[:, 0].numpy(), w, cols_px), rescale(xy[:, 1].numpy(), h, rows_px)
+        return x, y, confidence.numpy()
+    candidates, mass = level_candidates(heatmaps)
+    xs = rescale(candidates[..., 0].numpy(), w, cols_px)  # (P, k)
+    ys = rescale(candidates[..., 1].numpy(), h, rows_px)
+    positions = series.pixel_to_patient(indices[:, None], xs, ys)  # (P, k, 3)
+    pick = np.zeros(len(task.points), dtype=np.int64)
+    for c in range(len(task.conditions)):
+        chain = slice(c * len(LEVELS), (c + 1) * len(LEVELS))  # volume tasks: condition-major
+        pick[chain] = chain_levels(positions[chain], mass[chain].numpy(), stiffness)
+    at = np.arange(len(pick))
+    return xs[at, pick], ys[at, pick], mass.numpy()[at, pick]
 
 
 def level_anchors(rows: Sequence[dict], series_by_id: Mapping[str, Series]) -> dict[str, np.ndarray]:

@@ -119,15 +119,22 @@ def decode_heatmaps(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor
     logits = logits.float()
     peak = logits.flatten(-2).argmax(dim=-1)
     py, px = peak // w, peak % w
-    row = torch.gather(logits, -2, py[..., None, None].expand(*py.shape, 1, w))[..., 0, :]  # (..., W)
-    col = torch.gather(logits, -1, px[..., None, None].expand(*px.shape, h, 1))[..., 0]  # (..., H)
-    x = px + _refine(row, px[..., None], -1)[..., 0]
-    y = py + _refine(col, py[..., None], -1)[..., 0]
     probs = torch.softmax(logits.flatten(-2), dim=-1).unflatten(-1, (h, w))
     ys = torch.arange(h, device=logits.device)[:, None]
     xs = torch.arange(w, device=logits.device)[None, :]
     near = ((ys - py[..., None, None]).abs() <= radius) & ((xs - px[..., None, None]).abs() <= radius)
-    return torch.stack([x, y], dim=-1), (probs * near).sum(dim=(-2, -1))
+    return subpixel(logits, px, py), (probs * near).sum(dim=(-2, -1))
+
+
+def subpixel(logits: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Points (..., 2) as (x, y): the integer peaks `px`, `py` (...) of heatmap logits (..., H, W) moved by
+    the parabola through their neighbouring logits along x and along y."""
+    h, w = logits.shape[-2:]
+    row = torch.gather(logits, -2, py[..., None, None].expand(*py.shape, 1, w))[..., 0, :]  # (..., W)
+    col = torch.gather(logits, -1, px[..., None, None].expand(*px.shape, h, 1))[..., 0]  # (..., H)
+    x = px + _refine(row, px[..., None], -1)[..., 0]
+    y = py + _refine(col, py[..., None], -1)[..., 0]
+    return torch.stack([x, y], dim=-1)
 
 
 def decode_slices(logits: torch.Tensor, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,77 @@
+"""Level chains bench: a finished cv's locators re-run on their held-out studies with each level decoding.
+
+For each fold of a `spinegrade cv` folder, its fold<f>/locator locates the fold's held-out studies (from
+the cv's folds.csv) once per `--stiffness` value ("none": each point its heatmap's arg-max, the decoding
+before localization.levels; a number: the levels chained with that stiffness), and the points are
+compared with the labelled ones (crossval.points.located_errors). Prints one JSON line per decoding:
+median and p90 error (mm), the share of points off by more than `--gross` mm (about a third of a level's
+spacing: a point on the wrong disc) and the share on the labelled slice. Run:
+    .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --stiffness none,0,1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from spinegrade.crossval.points import located_errors
+from spinegrade.crossval.run import study_plans
+from spinegrade.data.tables import load_rsna
+from spinegrade.localization.locate import load_locator, locate_study
+from spinegrade.prediction.readahead import read_studies
+from spinegrade.runtime import torch_threads
+
+
+def summary(points: pd.DataFrame, gross: float) -> dict[str, float]:
+    """Median, p90, gross share and slice-exact share of located points' errors, overall and per type."""
+
+    def one(group: pd.DataFrame) -> dict[str, float]:
+        error = group["error_mm"].to_numpy(dtype=float)
+        found = error[np.isfinite(error)]
+        slices = group["slice_error"].dropna().to_numpy()
+        return {
+            "points": len(group),
+            "located_share": round(len(found) / max(len(group), 1), 4),
+            "median_mm": round(float(np.median(found)), 3),
+            "p90_mm": round(float(np.percentile(found, 90)), 3),
+            "gross_share": round(float((found > gross).mean()), 4),
+            "slice_exact_share": round(float((slices == 0).mean()), 4),
+        }
+
+    return {"overall": one(points), **{t: one(g) for t, g in points.groupby("series_type")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cv", required=True, help="a finished `spinegrade cv` folder")
+    parser.add_argument("--data", required=True, help="its data folder (RSNA layout)")
+    parser.add_argument("--folds", default="0", help="comma-separated folds to re-locate")
+    parser.add_argument("--stiffness", default="none,0,1,2,4", help="comma-separated: none or numbers")
+    parser.add_argument("--gross", type=float, default=10.0, help="error (mm) that counts as a wrong disc")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args()
+    settings = [None if v.strip() == "none" else float(v) for v in args.stiffness.split(",")]
+    data = load_rsna(args.data)
+    assert data.coordinates is not None
+    folds = pd.read_csv(f"{args.cv}/folds.csv")
+    errors: dict[str, list[pd.DataFrame]] = {str(v): [] for v in settings}
+    for fold in (int(f) for f in args.folds.split(",")):
+        locator = load_locator(f"{args.cv}/fold{fold}/locator")
+        studies = folds.loc[folds["fold"] == fold, "study_id"].astype(int).tolist()
+        with torch.inference_mode(), torch_threads(args.threads):
+            for images in read_studies(study_plans(data, studies), 0):
+                truth = data.coordinates[data.coordinates["study_id"] == images.study_id]
+                for v in settings:
+                    found = locate_study(images.series_by_type, locator, v).assign(study_id=images.study_id)
+                    errors[str(v)].append(located_errors(found, truth, images.series_by_id()))
+    for v, parts in errors.items():
+        points = pd.concat(parts, ignore_index=True)
+        print(json.dumps({"stiffness": v, "folds": args.folds, **summary(points, args.gross)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Decode a condition's five levels together: in order down the spine, about evenly spaced.
+
+Each level's heatmap is decoded alone by `targets.decode_heatmaps`; where a level's map has two peaks on
+neighbouring discs, its arg-max can land on the wrong one (two levels on one disc, or L1/L2 on T12/L1),
+and the refiner and the axial slice then follow it. Here each level keeps its few strongest peaks
+(`level_candidates`: local maxima scored by the probability mass around them) and one chain is chosen
+(`chain_levels`, a Viterbi pass over the levels): the sum of the peaks' log masses, less `stiffness` times
+each gap's squared relative deviation from the condition's typical gap (`typical_gap`), with every level
+below the one above it by at least `MIN_GAP` of that gap (in patient space, so any image orientation works).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spinegrade.localization.targets import subpixel
+
+LEVEL_STIFFNESS: Final = 4.0  # measured: docs/results.md#level-chains
+MIN_GAP: Final = 0.5  # the least gap between neighbouring levels, as a share of the typical gap
+N_CANDIDATES: Final = 4  # peaks kept per level
+SUPERIOR: Final = np.array([0.0, 0.0, 1.0])  # LPS patient space: +z is the head
+
+
+def level_candidates(
+    logits: torch.Tensor, k: int = N_CANDIDATES, radius: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap logits (L, H, W) -> (candidate points (L, k, 2) as (x, y) in heatmap pixels, their mass
+    (L, k)): the k logit maxima (each the largest within +-radius pixels) with the most softmax mass within
+    +-radius pixels, strongest first
+    (mass 0 pads a map with fewer peaks; its point repeats the strongest)."""
+    logits = logits.float()
+    n, h, w = logits.shape
+    probs = torch.softmax(logits.flatten(1), dim=-1).view(n, 1, h, w)
+    size = 2 * radius + 1
+    mass = F.avg_pool2d(probs, size, 1, radius, count_include_pad=True)[:, 0] * size**2
+    peak = logits == F.max_pool2d(logits[:, None], size, 1, radius)[:, 0]
+    scored = torch.where(peak, mass, torch.full_like(mass, -1.0)).flatten(1)
+    top, where = scored.topk(min(k, h * w), dim=-1)
+    where = torch.where(top >= 0, where, where[:, :1])
+    py, px = where // w, where % w
+    points = subpixel(logits[:, None].expand(n, where.shape[1], h, w), px, py)
+    return points, top.clamp(min=0.0)
+
+
+def chain_levels(
+    positions: np.ndarray, mass: np.ndarray, stiffness: float = LEVEL_STIFFNESS, min_gap: float = MIN_GAP
+) -> np.ndarray:
+    """Candidate index (L,) per level, top level first: the best chain through `positions` (L, k, 3)
+    (patient mm) scored by `mass` (L, k) as the module says; each level's strongest candidate where no
+    chain keeps the levels apart (a series whose top candidates are not in order at all)."""
+    n_levels = positions.shape[0]
+    best = np.zeros(n_levels, dtype=np.int64)
+    typical = typical_gap(positions[:, 0])
+    if n_levels < 2 or typical is None:
+        return best
+    score = np.log(np.clip(mass[0], 1e-12, None))
+    back = []
+    for level in range(1, n_levels):
+        step = positions[level - 1][:, None] - positions[level][None]  # (k above, k here, 3)
+        gap = np.linalg.norm(step, axis=-1)
+        ok = ((step @ SUPERIOR) > 0) & (gap >= min_gap * typical)
+        link = np.where(ok, -stiffness * ((gap - typical) / typical) ** 2, -np.inf)
+        total = score[:, None] + link
+        back.append(total.argmax(axis=0))
+        score = total.max(axis=0) + np.log(np.clip(mass[level], 1e-12, None))
+    if not np.isfinite(score.max()):
+        return best
+    best[-1] = int(score.argmax())
+    for level in range(n_levels - 1, 0, -1):
+        best[level - 1] = back[level - 1][best[level]]
+    return best
+
+
+def typical_gap(points: np.ndarray) -> float | None:
+    """The gap between neighbouring levels that the points (L, 3), top level first, suggest: the median
+    over every pair in order of their distance per level between them (robust to a level or two on the
+    wrong disc, where the median of neighbours' gaps is not); None when no pair is in order."""
+    i, j = np.triu_indices(len(points), k=1)
+    step = points[i] - points[j]
+    ordered = (step @ SUPERIOR) > 0
+    if not ordered.any():
+        return None
+    return float(np.median(np.linalg.norm(step[ordered], axis=-1) / (j - i)[ordered]))
