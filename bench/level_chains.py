@@ -1,12 +1,13 @@
 """Level chains bench: a finished cv's locators re-run on their held-out studies with each level decoding.
 
 For each fold of a `spinegrade cv` folder, its fold<f>/locator locates the fold's held-out studies (from
-the cv's folds.csv) once per `--stiffness` value ("none": each point its heatmap's arg-max, the decoding
-before localization.levels; a number: the levels chained with that stiffness), and the points are
+the cv's folds.csv) once per `--chains` value ("none": each point its heatmap's arg-max, the decoding before
+localization.levels; "S/B": the levels chained with stiffness S and bridge mass B, "none" for no bridges),
+and the points are
 compared with the labelled ones (crossval.points.located_errors). Prints one JSON line per decoding:
 median and p90 error (mm), the share of points off by more than `--gross` mm (about a third of a level's
 spacing: a point on the wrong disc) and the share on the labelled slice. Run:
-    .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --stiffness none,0,1,2,4
+    .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --chains none,4/none,4/0.02
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from spinegrade.crossval.points import located_errors
 from spinegrade.crossval.run import study_plans
 from spinegrade.data.tables import load_rsna
+from spinegrade.localization.levels import LevelChains
 from spinegrade.localization.locate import load_locator, locate_study
 from spinegrade.prediction.readahead import read_studies
 from spinegrade.runtime import torch_threads
@@ -45,32 +47,41 @@ def summary(points: pd.DataFrame, gross: float) -> dict[str, float]:
     return {"overall": one(points), **{t: one(g) for t, g in points.groupby("series_type")}}
 
 
+def chains(text: str) -> LevelChains | None:
+    """'none' or 'S/B' (B a number or 'none') as the decoding locate_study takes."""
+    if text.strip() == "none":
+        return None
+    stiffness, bridge = text.split("/")
+    return LevelChains(float(stiffness), None if bridge == "none" else float(bridge))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", required=True, help="a finished `spinegrade cv` folder")
     parser.add_argument("--data", required=True, help="its data folder (RSNA layout)")
     parser.add_argument("--folds", default="0", help="comma-separated folds to re-locate")
-    parser.add_argument("--stiffness", default="none,0,1,2,4", help="comma-separated: none or numbers")
+    parser.add_argument("--chains", default="none,4/none,4/0.02", help="comma-separated: none or S/B")
     parser.add_argument("--gross", type=float, default=10.0, help="error (mm) that counts as a wrong disc")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = parser.parse_args()
-    settings = [None if v.strip() == "none" else float(v) for v in args.stiffness.split(",")]
+    settings = {v: chains(v) for v in args.chains.split(",")}
     data = load_rsna(args.data)
     assert data.coordinates is not None
     folds = pd.read_csv(f"{args.cv}/folds.csv")
-    errors: dict[str, list[pd.DataFrame]] = {str(v): [] for v in settings}
+    errors: dict[str, list[pd.DataFrame]] = {v: [] for v in settings}
     for fold in (int(f) for f in args.folds.split(",")):
         locator = load_locator(f"{args.cv}/fold{fold}/locator")
         studies = folds.loc[folds["fold"] == fold, "study_id"].astype(int).tolist()
         with torch.inference_mode(), torch_threads(args.threads):
             for images in read_studies(study_plans(data, studies), 0):
                 truth = data.coordinates[data.coordinates["study_id"] == images.study_id]
-                for v in settings:
-                    found = locate_study(images.series_by_type, locator, v).assign(study_id=images.study_id)
-                    errors[str(v)].append(located_errors(found, truth, images.series_by_id()))
+                for v, setting in settings.items():
+                    found = locate_study(images.series_by_type, locator, setting)
+                    found = found.assign(study_id=images.study_id)
+                    errors[v].append(located_errors(found, truth, images.series_by_id()))
     for v, parts in errors.items():
         points = pd.concat(parts, ignore_index=True)
-        print(json.dumps({"stiffness": v, "folds": args.folds, **summary(points, args.gross)}))
+        print(json.dumps({"chains": v, "folds": args.folds, **summary(points, args.gross)}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from spinegrade.localization.levels import chain_levels, level_candidates, typical_gap
+from spinegrade.localization.levels import (
+    LevelChains,
+    add_bridges,
+    chain_levels,
+    level_candidates,
+    typical_gap,
+)
 from spinegrade.localization.targets import gaussian_heatmaps
 
 GAP = 30.0  # mm between neighbouring discs
@@ -60,3 +66,25 @@ def test_levels_are_ordered_in_patient_space_not_in_the_image():
     shifted = upright.copy()
     shifted[0] += GAP * np.array([0.0, 0.0, 1.0])  # one level on its neighbour's disc
     assert typical_gap(shifted) == pytest.approx(GAP, rel=0.3)  # a neighbours' median would say 2 * GAP
+
+
+def test_a_level_with_no_peak_on_its_disc_takes_the_bridge_its_neighbours_make():
+    discs = torch.tensor([[40.0, 10.0 + 10.0 * i] for i in range(5)])  # (x, y) pixels, head at the top
+    points = torch.stack([discs, discs + torch.tensor([25.0, 0.0])], dim=1)  # a weak stray peak beside each
+    points[0, 0] = torch.tensor([40.0, 0.0])  # L1/L2's map peaks on T12/L1 only
+    mass = torch.tensor([[0.6, 0.001]] * 5)
+    chains = LevelChains()  # the defaults locate_study uses
+    assert chains.bridge is not None
+    bridged, bridged_mass = add_bridges(points, mass, chains.bridge)
+    assert bridged.shape == (5, 3, 2) and bridged_mass[:, 2].tolist() == pytest.approx([chains.bridge] * 5)
+    assert bridged[0, 2].tolist() == pytest.approx([40.0, 10.0])  # L2/L3 - L3/L4 carried on from L2/L3
+    assert bridged[2, 2].tolist() == pytest.approx([40.0, 30.0])  # between its neighbours
+
+    def patient(xy: torch.Tensor) -> np.ndarray:  # a sagittal plane: x posterior, y down the image
+        return np.stack([np.zeros(xy.shape[:-1]), xy[..., 0].numpy(), -xy[..., 1].numpy()], axis=-1)
+
+    assert chain_levels(patient(points), mass.numpy()).tolist() == [0] * 5  # no better peak of its own
+    assert chain_levels(patient(bridged), bridged_mass.numpy(), chains.stiffness).tolist() == [2, 0, 0, 0, 0]
+    points[0, 0] = torch.tensor([40.0, 7.0])  # a gap 1.3 times the others: its own peak is kept
+    bridged, bridged_mass = add_bridges(points, mass, chains.bridge)
+    assert chain_levels(patient(bridged), bridged_mass.numpy(), chains.stiffness).tolist() == [0] * 5

@@ -7,10 +7,16 @@ and the refiner and the axial slice then follow it. Here each level keeps its fe
 (`chain_levels`, a Viterbi pass over the levels): the sum of the peaks' log masses, less `stiffness` times
 each gap's squared relative deviation from the condition's typical gap (`typical_gap`), with every level
 below the one above it by at least `MIN_GAP` of that gap (in patient space, so any image orientation works).
+A level whose map has no peak on its disc at all (L1/L2's map only on T12/L1) gets one more candidate,
+a bridge (`add_bridges`): the point its neighbours' strongest peaks put it at, scored as `LevelChains.bridge`
+mass, which the chain takes only where the level's own peak leaves a gap well off the others' (at the
+defaults, 1.4 times the typical gap or more for a peak of mass 0.6, where a level on its neighbour's disc
+leaves 2).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -19,7 +25,15 @@ import torch.nn.functional as F
 
 from spinegrade.localization.targets import subpixel
 
-LEVEL_STIFFNESS: Final = 4.0  # measured: docs/results.md#level-chains
+
+@dataclass(frozen=True)
+class LevelChains:
+    """How a condition's levels are decoded together (measured: docs/results.md#level-chains)."""
+
+    stiffness: float = 4.0  # weight of the gaps' squared relative deviations against the peaks' log masses
+    bridge: float | None = 0.3  # the mass a bridge candidate counts as; None: no bridges
+
+
 MIN_GAP: Final = 0.5  # the least gap between neighbouring levels, as a share of the typical gap
 N_CANDIDATES: Final = 4  # peaks kept per level
 SUPERIOR: Final = np.array([0.0, 0.0, 1.0])  # LPS patient space: +z is the head
@@ -46,8 +60,24 @@ def level_candidates(
     return points, top.clamp(min=0.0)
 
 
+def add_bridges(points: torch.Tensor, mass: torch.Tensor, bridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`level_candidates`' (L, k, 2) points and (L, k) mass with one more candidate per level (L >= 3):
+    the midpoint of its neighbours' strongest peaks, or for an end level the step between the next two
+    carried on, at mass `bridge`."""
+    top = points[:, 0]
+    if len(top) < 3:
+        return points, mass
+    guess = torch.cat([2 * top[1:2] - top[2:3], (top[:-2] + top[2:]) / 2, 2 * top[-2:-1] - top[-3:-2]])
+    return torch.cat([points, guess[:, None]], dim=1), torch.cat(
+        [mass, torch.full_like(mass[:, :1], bridge)], 1
+    )
+
+
 def chain_levels(
-    positions: np.ndarray, mass: np.ndarray, stiffness: float = LEVEL_STIFFNESS, min_gap: float = MIN_GAP
+    positions: np.ndarray,
+    mass: np.ndarray,
+    stiffness: float = LevelChains.stiffness,
+    min_gap: float = MIN_GAP,
 ) -> np.ndarray:
     """Candidate index (L,) per level, top level first: the best chain through `positions` (L, k, 3)
     (patient mm) scored by `mass` (L, k) as the module says; each level's strongest candidate where no

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from spinegrade.data.series import Series, slice_through_point
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
-from spinegrade.localization.levels import LEVEL_STIFFNESS, chain_levels, level_candidates
+from spinegrade.localization.levels import LevelChains, add_bridges, chain_levels, level_candidates
 from spinegrade.localization.model import LocatorNet, build_net
 from spinegrade.localization.refine import refine_rows
 from spinegrade.localization.settings import LocatorSettings
@@ -108,14 +108,14 @@ def load_locator(directory: str | Path, device: str | torch.device = "cpu") -> L
 def locate_study(
     series_by_type: Mapping[str, Sequence[Series]],
     locator: Locator,
-    stiffness: float | None = LEVEL_STIFFNESS,
+    chains: LevelChains | None = LevelChains(),
 ) -> pd.DataFrame:
     """The located points of one study: one row per (condition, level) found, columns LOCATION_COLUMNS.
 
     `series_by_type` maps a series description ('Sagittal T1', 'Sagittal T2/STIR', 'Axial T2') to the
     study's series of that type. A missing series type (or locator) leaves its rows out, so callers can
     fall back to priors; with several series of one sagittal type the most confident wins per point, and
-    a refiner of the task (when trained) refines it. `stiffness`: how the levels are decoded
+    a refiner of the task (when trained) refines it. `chains`: how the levels are decoded
     (`locate_sagittal`).
     """
     rows: list[dict] = []
@@ -124,7 +124,7 @@ def locate_study(
             model = locator.models.get(task.slug)
             if model is not None:
                 series_list = series_by_type.get(model.task.series_type, [])
-                found = locate_sagittal(model, series_list, locator.device, stiffness)
+                found = locate_sagittal(model, series_list, locator.device, chains)
                 refiner = locator.models.get(REFINER_OF[task.slug].slug)
                 rows += found if refiner is None else refine_rows(refiner, series_list, found, locator.device)
         axial = locator.models.get("axial_t2")
@@ -140,11 +140,11 @@ def locate_sagittal(
     model: LocatorModel,
     series_list: Sequence[Series],
     device: torch.device,
-    stiffness: float | None = LEVEL_STIFFNESS,
+    chains: LevelChains | None = LevelChains(),
 ) -> list[dict]:
     """Points and slices of a volume task; per point, the most confident of the given series.
 
-    `stiffness`: each condition's levels are decoded together (localization.levels); None decodes each
+    `chains`: how each condition's levels are decoded together (localization.levels); None decodes each
     point alone (its heatmap's arg-max)."""
     s = model.settings
     best: dict[tuple[str, str], dict] = {}
@@ -155,7 +155,7 @@ def locate_sagittal(
         position, slice_confidence = decode_slices(slice_logits[0].cpu())
         n = len(series)
         indices = np.clip(np.rint(depth_to_slice(position.numpy(), n, s.depth)), 0, n - 1).astype(int)
-        xs, ys, confidence = _decode_points(heatmaps[0].cpu(), series, indices, stiffness, model.task)
+        xs, ys, confidence = _decode_points(heatmaps[0].cpu(), series, indices, chains, model.task)
         scores = confidence * slice_confidence.numpy()
         for p, (condition, level) in enumerate(model.task.points):
             if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
@@ -166,26 +166,33 @@ def locate_sagittal(
 
 
 def _decode_points(
-    heatmaps: torch.Tensor, series: Series, indices: np.ndarray, stiffness: float | None, task: Task
+    heatmaps: torch.Tensor, series: Series, indices: np.ndarray, chains: LevelChains | None, task: Task
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, y, confidence) per point (P,) of a series' heatmaps (P, H, W), x and y in the series' pixels;
     `indices` are the points' slices (where the level chains measure their gaps)."""
     rows_px, cols_px = series.pixels.shape[1:]
     h, w = heatmaps.shape[-2:]
-    if stiffness is None:
+    if chains is None:
         xy, confidence = decode_heatmaps(heatmaps)
         x, y = rescale(xy[:, 0].numpy(), w, cols_px), rescale(xy[:, 1].numpy(), h, rows_px)
         return x, y, confidence.numpy()
     candidates, mass = level_candidates(heatmaps)
+    if chains.bridge is not None:
+        bridged = [add_bridges(candidates[c], mass[c], chains.bridge) for c in _chains(task)]
+        candidates, mass = torch.cat([b[0] for b in bridged]), torch.cat([b[1] for b in bridged])
     xs = rescale(candidates[..., 0].numpy(), w, cols_px)  # (P, k)
     ys = rescale(candidates[..., 1].numpy(), h, rows_px)
     positions = series.pixel_to_patient(indices[:, None], xs, ys)  # (P, k, 3)
     pick = np.zeros(len(task.points), dtype=np.int64)
-    for c in range(len(task.conditions)):
-        chain = slice(c * len(LEVELS), (c + 1) * len(LEVELS))  # volume tasks: condition-major
-        pick[chain] = chain_levels(positions[chain], mass[chain].numpy(), stiffness)
+    for chain in _chains(task):
+        pick[chain] = chain_levels(positions[chain], mass[chain].numpy(), chains.stiffness)
     at = np.arange(len(pick))
     return xs[at, pick], ys[at, pick], mass.numpy()[at, pick]
+
+
+def _chains(task: Task) -> list[slice]:
+    """The heatmap channels of each condition of a volume task (condition-major, LEVELS order)."""
+    return [slice(c * len(LEVELS), (c + 1) * len(LEVELS)) for c in range(len(task.conditions))]
 
 
 def level_anchors(rows: Sequence[dict], series_by_id: Mapping[str, Series]) -> dict[str, np.ndarray]:
