@@ -1,13 +1,13 @@
 """Level chains bench: a finished cv's locators re-run on their held-out studies with each level decoding.
 
 For each fold of a `spinegrade cv` folder, its fold<f>/locator locates the fold's held-out studies (from
-the cv's folds.csv) once per `--chains` value ("none": each point its heatmap's arg-max, the decoding before
-localization.levels; "S/B": the levels chained with stiffness S and bridge mass B, "none" for no bridges),
-and the points are
-compared with the labelled ones (crossval.points.located_errors). Prints one JSON line per decoding:
+the cv's folds.csv) once per `--chains` value ("none": each point its heatmap's arg-max, the decoding
+before localization.levels; "S/B/C": the levels chained with stiffness S, bridge mass B and consensus
+weight C, "none" for no bridges or no consensus), and the points are compared with the labelled ones
+(crossval.points.located_errors). Prints one JSON line per decoding:
 median and p90 error (mm), the share of points off by more than `--gross` mm (about a third of a level's
 spacing: a point on the wrong disc) and the share on the labelled slice. Run:
-    .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --chains none,4/none,4/0.02
+    .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --chains none,4/none,4/0.3,4/0.3/4
 """
 
 from __future__ import annotations
@@ -48,11 +48,15 @@ def summary(points: pd.DataFrame, gross: float) -> dict[str, float]:
 
 
 def chains(text: str) -> LevelChains | None:
-    """'none' or 'S/B' (B a number or 'none') as the decoding locate_study takes."""
+    """'none' or 'S/B[/C]' (B and C numbers or 'none'; C absent: none) as the decoding locate_study takes."""
     if text.strip() == "none":
         return None
-    stiffness, bridge = text.split("/")
-    return LevelChains(float(stiffness), None if bridge == "none" else float(bridge))
+    stiffness, bridge, consensus = [*text.split("/"), "none"][:3]
+    return LevelChains(
+        float(stiffness),
+        None if bridge == "none" else float(bridge),
+        None if consensus == "none" else float(consensus),
+    )
 
 
 def main() -> None:
@@ -60,7 +64,9 @@ def main() -> None:
     parser.add_argument("--cv", required=True, help="a finished `spinegrade cv` folder")
     parser.add_argument("--data", required=True, help="its data folder (RSNA layout)")
     parser.add_argument("--folds", default="0", help="comma-separated folds to re-locate")
-    parser.add_argument("--chains", default="none,4/none,4/0.02", help="comma-separated: none or S/B")
+    parser.add_argument(
+        "--chains", default="none,4/none,4/0.3,4/0.3/4", help="comma-separated: none or S/B/C"
+    )
     parser.add_argument("--gross", type=float, default=10.0, help="error (mm) that counts as a wrong disc")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = parser.parse_args()

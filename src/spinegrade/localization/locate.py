@@ -1,11 +1,13 @@
 """Inference: find the 25 target points of a study with the trained locators.
 
 The sagittal locators give the spinal-canal points (Sagittal T2/STIR) and the foraminal points (Sagittal
-T1) with their slices. The level of an axial slice is not in the axial images' pixels, so the axial step
-goes through patient coordinates: each level's canal point (or, without a T2 series, the midpoint of its
-two foraminal points) is mapped into every axial series; the series whose nearest slice plane is closest
-to the point (and that holds it within its extent) gives the slice, and the axial locator finds the left
-and right subarticular points on it. Coordinates are in the read Series' pixel grid (x = column, y = row).
+T1) with their slices; each condition's five levels are decoded together, and the three chains of a study
+checked against each other (localization.levels), before the refiners refine each point. The level of an
+axial slice is not in the axial images' pixels, so the axial step goes through patient coordinates: each
+level's canal point (or, without a T2 series, the midpoint of its two foraminal points) is mapped into
+every axial series; the series whose nearest slice plane is closest to the point (and that holds it within
+its extent) gives the slice, and the axial locator finds the left and right subarticular points on it.
+Coordinates are in the read Series' pixel grid (x = column, y = row).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -24,13 +27,14 @@ from safetensors.torch import load_file
 from spinegrade.data.series import Series, slice_through_point
 from spinegrade.errors import DataError
 from spinegrade.localization.dataset import series_stack, slice_inputs, volume_input
-from spinegrade.localization.levels import LevelChains, add_bridges, chain_levels, level_candidates
+from spinegrade.localization.levels import LevelChains, consensus_references, decode_levels, level_candidates
 from spinegrade.localization.model import LocatorNet, build_net
 from spinegrade.localization.refine import refine_rows
 from spinegrade.localization.settings import LocatorSettings
 from spinegrade.localization.targets import (
     REFINER_OF,
     REFINERS,
+    TASK_BY_SLUG,
     TASKS,
     Task,
     decode_heatmaps,
@@ -116,24 +120,79 @@ def locate_study(
     study's series of that type. A missing series type (or locator) leaves its rows out, so callers can
     fall back to priors; with several series of one sagittal type the most confident wins per point, and
     a refiner of the task (when trained) refines it. `chains`: how the levels are decoded
-    (`locate_sagittal`).
+    (localization.levels): each sagittal chain alone first, then, with `chains.consensus`, again with the
+    study's other chains as references; None decodes each point alone (its heatmap's arg-max).
     """
     rows: list[dict] = []
+    by_id = {s.series_id: s for group in series_by_type.values() for s in group}
     with torch.inference_mode():
-        for task in (t for t in TASKS if t.volume):
-            model = locator.models.get(task.slug)
-            if model is not None:
-                series_list = series_by_type.get(model.task.series_type, [])
-                found = locate_sagittal(model, series_list, locator.device, chains)
-                refiner = locator.models.get(REFINER_OF[task.slug].slug)
-                rows += found if refiner is None else refine_rows(refiner, series_list, found, locator.device)
+        outputs = {
+            task.slug: _forward(model, series_by_type.get(task.series_type, []), locator.device)
+            for task in TASKS
+            if task.volume and (model := locator.models.get(task.slug)) is not None
+        }
+        found = {slug: _choose(TASK_BY_SLUG[slug], out, chains) for slug, out in outputs.items()}
+        if chains is not None and chains.consensus is not None:
+            references = consensus_references(_chain_positions(found, by_id))
+            if references:
+                found = {
+                    slug: _choose(TASK_BY_SLUG[slug], out, chains, references)
+                    for slug, out in outputs.items()
+                }
+        for slug, points in found.items():
+            refiner = locator.models.get(REFINER_OF[slug].slug)
+            series_list = series_by_type.get(TASK_BY_SLUG[slug].series_type, [])
+            rows += points if refiner is None else refine_rows(refiner, series_list, points, locator.device)
         axial = locator.models.get("axial_t2")
         series_list = series_by_type.get(axial.task.series_type, []) if axial is not None else []
         if axial is not None and series_list:
-            by_id = {s.series_id: s for group in series_by_type.values() for s in group}
             anchors = level_anchors(rows, by_id)
             rows += locate_axial(axial, series_list, anchors, locator.device)
     return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
+
+
+@dataclass(frozen=True)
+class _SeriesOutput:
+    """A volume locator's output on one series: heatmaps (P, H, W), each point's slice and its confidence."""
+
+    series: Series
+    heatmaps: torch.Tensor
+    indices: np.ndarray
+    slice_confidence: np.ndarray
+
+
+def _forward(model: LocatorModel, series_list: Sequence[Series], device: torch.device) -> list[_SeriesOutput]:
+    """The locator run on each series of its type."""
+    s = model.settings
+    out = []
+    for series in series_list:
+        volume = volume_input(series_stack(series, s.size), s.depth)
+        heatmaps, slice_logits = model.net(volume[None].to(device))
+        assert slice_logits is not None  # volume tasks have a slice head
+        position, slice_confidence = decode_slices(slice_logits[0].cpu())
+        n = len(series)
+        indices = np.clip(np.rint(depth_to_slice(position.numpy(), n, s.depth)), 0, n - 1).astype(int)
+        out.append(_SeriesOutput(series, heatmaps[0].cpu(), indices, slice_confidence.numpy()))
+    return out
+
+
+def _choose(
+    task: Task,
+    outputs: Sequence[_SeriesOutput],
+    chains: LevelChains | None,
+    references: Mapping[str, np.ndarray] | None = None,
+) -> list[dict]:
+    """One row per point of a volume task: per point, the most confident of the series."""
+    best: dict[tuple[str, str], dict] = {}
+    for out in outputs:
+        xs, ys, confidence = _decode_points(out.heatmaps, out.series, out.indices, chains, task, references)
+        scores = confidence * out.slice_confidence
+        for p, (condition, level) in enumerate(task.points):
+            if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
+                best[(condition, level)] = _row(
+                    condition, level, out.series, out.indices[p], float(xs[p]), float(ys[p]), float(scores[p])
+                )
+    return list(best.values())
 
 
 def locate_sagittal(
@@ -142,34 +201,36 @@ def locate_sagittal(
     device: torch.device,
     chains: LevelChains | None = LevelChains(),
 ) -> list[dict]:
-    """Points and slices of a volume task; per point, the most confident of the given series.
+    """Points and slices of a volume task alone (no consensus with the other); per point, the most
+    confident of the given series. `chains`: how each condition's levels are decoded together
+    (localization.levels); None decodes each point alone (its heatmap's arg-max)."""
+    return _choose(model.task, _forward(model, series_list, device), chains)
 
-    `chains`: how each condition's levels are decoded together (localization.levels); None decodes each
-    point alone (its heatmap's arg-max)."""
-    s = model.settings
-    best: dict[tuple[str, str], dict] = {}
-    for series in series_list:
-        volume = volume_input(series_stack(series, s.size), s.depth)
-        heatmaps, slice_logits = model.net(volume[None].to(device))
-        assert slice_logits is not None  # volume tasks have a slice head
-        position, slice_confidence = decode_slices(slice_logits[0].cpu())
-        n = len(series)
-        indices = np.clip(np.rint(depth_to_slice(position.numpy(), n, s.depth)), 0, n - 1).astype(int)
-        xs, ys, confidence = _decode_points(heatmaps[0].cpu(), series, indices, chains, model.task)
-        scores = confidence * slice_confidence.numpy()
-        for p, (condition, level) in enumerate(model.task.points):
-            if (condition, level) not in best or scores[p] > best[(condition, level)]["confidence"]:
-                best[(condition, level)] = _row(
-                    condition, level, series, indices[p], float(xs[p]), float(ys[p]), float(scores[p])
-                )
-    return list(best.values())
+
+def _chain_positions(
+    found: Mapping[str, Sequence[dict]], by_id: Mapping[str, Series]
+) -> dict[str, np.ndarray]:
+    """Patient positions (L, 3) of each sagittal condition's located levels (NaN where not found)."""
+    out: dict[str, np.ndarray] = {}
+    for rows in found.values():
+        for r in rows:
+            where = out.setdefault(r["condition"], np.full((len(LEVELS), 3), np.nan))
+            series = by_id[str(r["series_id"])]
+            where[LEVELS.index(r["level"])] = series.pixel_to_patient(r["slice_index"], r["x"], r["y"])
+    return out
 
 
 def _decode_points(
-    heatmaps: torch.Tensor, series: Series, indices: np.ndarray, chains: LevelChains | None, task: Task
+    heatmaps: torch.Tensor,
+    series: Series,
+    indices: np.ndarray,
+    chains: LevelChains | None,
+    task: Task,
+    references: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, y, confidence) per point (P,) of a series' heatmaps (P, H, W), x and y in the series' pixels;
-    `indices` are the points' slices (where the level chains measure their gaps)."""
+    `indices` are the points' slices (where the level chains measure their gaps); `references` a
+    condition's consensus positions (levels.consensus_references)."""
     rows_px, cols_px = series.pixels.shape[1:]
     h, w = heatmaps.shape[-2:]
     if chains is None:
@@ -177,17 +238,22 @@ def _decode_points(
         x, y = rescale(xy[:, 0].numpy(), w, cols_px), rescale(xy[:, 1].numpy(), h, rows_px)
         return x, y, confidence.numpy()
     candidates, mass = level_candidates(heatmaps)
-    if chains.bridge is not None:
-        bridged = [add_bridges(candidates[c], mass[c], chains.bridge) for c in _chains(task)]
-        candidates, mass = torch.cat([b[0] for b in bridged]), torch.cat([b[1] for b in bridged])
     xs = rescale(candidates[..., 0].numpy(), w, cols_px)  # (P, k)
     ys = rescale(candidates[..., 1].numpy(), h, rows_px)
-    positions = series.pixel_to_patient(indices[:, None], xs, ys)  # (P, k, 3)
-    pick = np.zeros(len(task.points), dtype=np.int64)
-    for chain in _chains(task):
-        pick[chain] = chain_levels(positions[chain], mass[chain].numpy(), chains.stiffness)
-    at = np.arange(len(pick))
-    return xs[at, pick], ys[at, pick], mass.numpy()[at, pick]
+    points, scores = np.stack([xs, ys], axis=-1), mass.numpy()
+    out, out_scores = np.empty((len(points), 2)), np.empty(len(points))
+    for condition, chain in zip(task.conditions, _chains(task), strict=True):
+        to_patient = partial(_to_patient, series, indices[chain, None])
+        reference = (references or {}).get(condition)
+        out[chain], out_scores[chain] = decode_levels(
+            points[chain], scores[chain], to_patient, chains, reference
+        )
+    return out[:, 0], out[:, 1], out_scores
+
+
+def _to_patient(series: Series, slices: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Patient positions (..., 3) of pixel points (..., 2) as (x, y) on `slices` (broadcast)."""
+    return series.pixel_to_patient(slices, points[..., 0], points[..., 1])
 
 
 def _chains(task: Task) -> list[slice]:
