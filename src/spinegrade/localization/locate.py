@@ -195,18 +195,6 @@ def _choose(
     return list(best.values())
 
 
-def locate_sagittal(
-    model: LocatorModel,
-    series_list: Sequence[Series],
-    device: torch.device,
-    chains: LevelChains | None = LevelChains(),
-) -> list[dict]:
-    """Points and slices of a volume task alone (no consensus with the other); per point, the most
-    confident of the given series. `chains`: how each condition's levels are decoded together
-    (localization.levels); None decodes each point alone (its heatmap's arg-max)."""
-    return _choose(model.task, _forward(model, series_list, device), chains)
-
-
 def _chain_positions(
     found: Mapping[str, Sequence[dict]], by_id: Mapping[str, Series]
 ) -> dict[str, np.ndarray]:

@@ -98,8 +98,9 @@ class WindowDataset(LocatorDataset):
 def refine_rows(
     model: LocatorModel, series_list: Sequence[Series], rows: list[dict], device: torch.device
 ) -> list[dict]:
-    """`rows` (locate_sagittal's, each on one of `series_list`) with slice_index, instance_number, x and y
-    refined on a window around each point; the confidence stays the whole-series locator's."""
+    """`rows` (a volume task's located points, each on one of `series_list`) with slice_index,
+    instance_number, x and y refined on a window around each point; the confidence stays the whole-series
+    locator's."""
     s = model.settings
     by_id = {int(series.series_id): series for series in series_list}
     out = [dict(r) for r in rows]
