@@ -7,7 +7,8 @@ as DICOM and `torch.nn.functional.interpolate(align_corners=False)` do, so a res
 x -> (x + 0.5) * new / old - 0.5. Heatmap targets are normalised Gaussians (a distribution over pixels,
 trained with cross-entropy, so the logits are a log-density); decoding takes the arg-max (robust to
 secondary peaks) and refines it with a parabola through the neighbouring logits, which is exact for a
-Gaussian, where a windowed soft-argmax is biased towards the peak pixel.
+Gaussian, where a windowed soft-argmax is biased towards the peak pixel. The whole-series sagittal
+locators' levels are decoded together instead (localization.levels), from the same peaks.
 """
 
 from __future__ import annotations
