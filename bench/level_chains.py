@@ -5,8 +5,9 @@ the cv's folds.csv) once per `--chains` value ("none": each point its heatmap's 
 before localization.levels; "S/B/C": the levels chained with stiffness S, bridge mass B and consensus
 weight C, "none" for no bridges or no consensus), and the points are compared with the labelled ones
 (crossval.points.located_errors). Prints one JSON line per decoding:
-median and p90 error (mm), the share of points off by more than `--gross` mm (about a third of a level's
-spacing: a point on the wrong disc) and the share on the labelled slice. Run:
+localization.metrics.summarise_errors (median and p90 error in mm, slice-exact share, ...) and the share of
+located points off by more than `--gross` mm (about a third of a level's spacing: a point on the wrong
+disc). Run:
     .venv/bin/python bench/level_chains.py --cv CV --data DATA --folds 0 --chains none,4/none,4/0.3,4/0.3/4
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -24,25 +24,18 @@ from spinegrade.crossval.run import study_plans
 from spinegrade.data.tables import load_rsna
 from spinegrade.localization.levels import LevelChains
 from spinegrade.localization.locate import load_locator, locate_study
+from spinegrade.localization.metrics import summarise_errors
 from spinegrade.prediction.readahead import read_studies
 from spinegrade.runtime import torch_threads
 
 
-def summary(points: pd.DataFrame, gross: float) -> dict[str, float]:
-    """Median, p90, gross share and slice-exact share of located points' errors, overall and per type."""
+def summary(points: pd.DataFrame, gross: float) -> dict[str, dict[str, float]]:
+    """`summarise_errors` with the share of located points off by more than `gross` mm, overall and per
+    series type."""
 
     def one(group: pd.DataFrame) -> dict[str, float]:
-        error = group["error_mm"].to_numpy(dtype=float)
-        found = error[np.isfinite(error)]
-        slices = group["slice_error"].dropna().to_numpy()
-        return {
-            "points": len(group),
-            "located_share": round(len(found) / max(len(group), 1), 4),
-            "median_mm": round(float(np.median(found)), 3),
-            "p90_mm": round(float(np.percentile(found, 90)), 3),
-            "gross_share": round(float((found > gross).mean()), 4),
-            "slice_exact_share": round(float((slices == 0).mean()), 4),
-        }
+        found = group["error_mm"].dropna().to_numpy()
+        return {**summarise_errors(group), "gross_share": float((found > gross).mean())}
 
     return {"overall": one(points), **{t: one(g) for t, g in points.groupby("series_type")}}
 

@@ -52,8 +52,7 @@ def level_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmap logits (L, H, W) -> (candidate points (L, k, 2) as (x, y) in heatmap pixels, their mass
     (L, k)): the k logit maxima (each the largest within +-radius pixels) with the most softmax mass within
-    +-radius pixels, strongest first
-    (mass 0 pads a map with fewer peaks; its point repeats the strongest)."""
+    +-radius pixels, strongest first (mass 0 pads a map with fewer peaks; its point repeats the strongest)."""
     logits = logits.float()
     n, h, w = logits.shape
     probs = torch.softmax(logits.flatten(1), dim=-1).view(n, 1, h, w)
@@ -130,10 +129,11 @@ def consensus_references(chains: Mapping[str, np.ndarray], agree: float = AGREE)
     to its levels' patient positions (L, 3) (NaN where not found); a condition's reference (L, 3) is the
     mean of the other two at the levels where those two lie within `agree` typical gaps of each other
     (NaN elsewhere, and everywhere for a study with fewer than three chains)."""
-    found = {c: p for c, p in chains.items() if typical_gap(p) is not None}
+    gaps = {c: typical_gap(p) for c, p in chains.items()}
+    found = {c: p for c, p in chains.items() if gaps[c] is not None}
     if len(found) != 3:
         return {}
-    typical = float(np.median([typical_gap(p) for p in found.values()]))
+    typical = float(np.median([gaps[c] for c in found]))
     out = {}
     for condition in found:
         a, b = (p for c, p in found.items() if c != condition)
