@@ -200,12 +200,21 @@ def _chain_positions(
 ) -> dict[str, np.ndarray]:
     """Patient positions (L, 3) of each sagittal condition's located levels (NaN where not found)."""
     out: dict[str, np.ndarray] = {}
-    for rows in found.values():
-        for r in rows:
-            where = out.setdefault(r["condition"], np.full((len(LEVELS), 3), np.nan))
-            series = by_id[str(r["series_id"])]
-            where[LEVELS.index(r["level"])] = series.pixel_to_patient(r["slice_index"], r["x"], r["y"])
+    for (condition, level), where in _patient_points(
+        [r for rows in found.values() for r in rows], by_id
+    ).items():
+        out.setdefault(condition, np.full((len(LEVELS), 3), np.nan))[LEVELS.index(level)] = where
     return out
+
+
+def _patient_points(rows: Sequence[dict], by_id: Mapping[str, Series]) -> dict[tuple[str, str], np.ndarray]:
+    """Patient position (3,) of each located row, by (condition, level)."""
+    return {
+        (r["condition"], r["level"]): by_id[str(r["series_id"])].pixel_to_patient(
+            r["slice_index"], r["x"], r["y"]
+        )
+        for r in rows
+    }
 
 
 def _decode_points(
@@ -251,10 +260,7 @@ def _chains(task: Task) -> list[slice]:
 
 def level_anchors(rows: Sequence[dict], series_by_id: Mapping[str, Series]) -> dict[str, np.ndarray]:
     """Patient position (3,) of each located level: its canal point, else the mean of its foraminal points."""
-    found: dict[tuple[str, str], np.ndarray] = {}
-    for r in rows:
-        series = series_by_id[str(r["series_id"])]
-        found[(r["condition"], r["level"])] = series.pixel_to_patient(r["slice_index"], r["x"], r["y"])
+    found = _patient_points(rows, series_by_id)
     anchors = {}
     for level in LEVELS:
         if (SPINAL, level) in found:
